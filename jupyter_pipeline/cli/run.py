@@ -3,7 +3,516 @@
 from __future__ import annotations
 
 import argparse
+import ast
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jupyter_pipeline.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
+
+if TYPE_CHECKING:
+    from jupyter_pipeline.model import Pipeline, Run, StepRun
+    from jupyter_pipeline.store import RunStore
+
+_SPLITS = ("tags", "headings", "cells")
+_ICONS = {
+    "queued": "·",
+    "running": "▶",
+    "succeeded": "✓",
+    "cached": "✓",
+    "failed": "✗",
+    "skipped": "-",
+    "cancelled": "■",
+}
+_COLORS = {
+    "queued": "dim",
+    "running": "cyan",
+    "succeeded": "green",
+    "cached": "green",
+    "failed": "red",
+    "skipped": "yellow",
+    "cancelled": "magenta",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the local-run subcommands."""
+    store_help = "run store database (default: $JUPYTER_PIPELINE_STORE or the Jupyter data dir)"
+
+    p = sub.add_parser("run", help="run a notebook as a pipeline on this machine")
+    p.add_argument("notebook", help="the .ipynb to run (never modified)")
+    _run_options(p)
+    p.add_argument("-o", "--output", help="write the merged executed notebook here")
+    p.add_argument("--json", action="store_true", help="print the finished run as JSON")
+    p.add_argument("--store", help=store_help)
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("runs", help="list recent runs")
+    p.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--store", help=store_help)
+    p.set_defaults(handler=cmd_runs)
+
+    p = sub.add_parser("show", help="show one run: steps, states, timings, paths")
+    p.add_argument("run", help="run id (or a unique prefix)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--store", help=store_help)
+    p.set_defaults(handler=cmd_show)
+
+    p = sub.add_parser("logs", help="print a step's log")
+    p.add_argument("run", help="run id (or a unique prefix)")
+    p.add_argument("step", help="step name")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing until it ends")
+    p.add_argument("--store", help=store_help)
+    p.set_defaults(handler=cmd_logs)
+
+    p = sub.add_parser("cancel", help="cancel a running run (kills its kernels)")
+    p.add_argument("run", help="run id (or a unique prefix)")
+    p.add_argument("--store", help=store_help)
+    p.set_defaults(handler=cmd_cancel)
+
+    p = sub.add_parser(
+        "verify",
+        help="run the notebook straight and as a pipeline; report cells whose output differs",
+    )
+    p.add_argument("notebook", help="the .ipynb to check (never modified)")
+    _run_options(p, cache=False)
+    p.add_argument("--stderr", action="store_true", help="also compare stderr (warnings)")
+    p.add_argument("--images", action="store_true", help="also compare figures' image data")
+    p.add_argument("--keep", metavar="DIR", help="keep both executed notebooks in DIR")
+    p.add_argument("--store", help=store_help)
+    p.set_defaults(handler=cmd_verify)
+
+
+def _run_options(p: argparse.ArgumentParser, cache: bool = True) -> None:
+    p.add_argument(
+        "-p",
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a parameter; VALUE is a Python literal, else a string",
+    )
+    p.add_argument("--max-parallel", type=int, default=None, metavar="N", help="steps at once")
+    if cache:
+        p.add_argument("--no-cache", action="store_true", help="re-run every step")
+    p.add_argument("--no-prewarm", action="store_true", help="start kernels only when needed")
+    p.add_argument("--split", choices=_SPLITS, default="tags", help="how to cut steps")
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def parse_parameters(items: list[str]) -> dict[str, Any]:
+    """Parse ``NAME=VALUE`` items; VALUE as a Python literal when it is one, else a string."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, eq, raw = item.partition("=")
+        name = name.strip()
+        if not eq or not name.isidentifier():
+            raise UsageError(f"-p {item!r}: write NAME=VALUE, e.g. -p lr=0.1")
+        try:
+            out[name] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            out[name] = raw
+    return out
+
+
+def _open_store(args: argparse.Namespace) -> RunStore:
+    from jupyter_pipeline.store import RunStore
+
+    return RunStore(args.store)
+
+
+def _get_run(store: RunStore, run_id: str) -> Run:
+    try:
+        return store.get_run(run_id)
+    except KeyError as exc:
+        raise UsageError(exc.args[0] if exc.args else str(exc)) from None
+
+
+def _analyze(args: argparse.Namespace) -> Pipeline:
+    """Analyze the notebook; print diagnostics; stop (exit 2) on errors."""
+    from jupyter_pipeline.analysis import analyze_notebook
+
+    pipeline = analyze_notebook(args.notebook, split=args.split)
+    for d in pipeline.diagnostics:
+        where = (
+            f"cell {d.cell}" + (f", line {d.line}" if d.line else "") if d.cell is not None else ""
+        )
+        print(
+            f"{args.notebook}: {where + ': ' if where else ''}{d.severity.value}: {d.message}"
+            f" [{d.code}]",
+            file=sys.stderr,
+        )
+    if pipeline.errors:
+        raise _Exit(EXIT_USAGE)
+    return pipeline
+
+
+class _Exit(Exception):
+    def __init__(self, code: int):
+        self.code = code
+
+
+def _duration(s: StepRun | Run) -> str:
+    if s.started is None:
+        return ""
+    end = s.finished or time.time()
+    return f"{end - s.started:.1f}s"
+
+
+def _resolve_params(pipeline: Pipeline, args: argparse.Namespace) -> dict[str, Any]:
+    from jupyter_pipeline.runners.base import ParameterError, resolve_parameters
+
+    overrides = parse_parameters(args.parameter)
+    try:
+        resolve_parameters(pipeline, overrides)
+    except ParameterError as exc:
+        raise UsageError(f"{args.notebook}: {exc}") from None
+    return overrides
+
+
+# ---------------------------------------------------------------------------- progress
+
+
+class _Progress:
+    """One line per step: rich live table on a terminal, plain transition lines otherwise."""
+
+    def __init__(self, pipeline: Pipeline, enabled: bool):
+        self.pipeline = pipeline
+        self.enabled = enabled
+        self.tty = enabled and sys.stdout.isatty()
+        self.run: Run | None = None
+        self.seen: dict[str, str] = {}
+        self.warming: set[str] = set()
+        self.live: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.tty:
+            from rich.console import Console
+            from rich.live import Live
+
+            self.live = Live(
+                self, console=Console(), refresh_per_second=4, transient=False
+            ).__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.refresh()
+            self.live.__exit__(None, None, None)
+
+    def __rich__(self) -> Any:
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 2))
+        if self.run is None:
+            return table
+        for s in self.run.steps:
+            state = s.state.value
+            label = state
+            if state == "queued" and s.step in self.warming:
+                label = "warming"
+            note = s.error or "" if state in ("failed", "skipped") else ""
+            if state == "running" and s.attempts > 1:
+                note = f"attempt {s.attempts}"
+            table.add_row(
+                f"[{_COLORS[state]}]{_ICONS[state]}[/]",
+                s.step,
+                f"[{_COLORS[state]}]{label}[/]",
+                _duration(s),
+                f"[dim]{note}[/]",
+            )
+        return table
+
+    def __call__(self, event: Any) -> None:
+        self.run = event.run
+        if event.kind == "warming" and event.step:
+            self.warming.add(event.step)
+        if not self.enabled or self.tty:
+            return
+        for s in event.run.steps:
+            state = s.state.value
+            if self.seen.get(s.step) == state or state == "queued":
+                continue
+            self.seen[s.step] = state
+            extra = f" {_duration(s)}" if state not in ("running", "skipped") else ""
+            if state == "running" and s.attempts > 1:
+                extra = f" (attempt {s.attempts})"
+            if state in ("failed", "skipped", "cancelled") and s.error:
+                extra += f": {s.error}"
+            print(f"{_ICONS[state]} {s.step}: {state}{extra}", flush=True)
+
+
+def _print_failures(run: Run, notebook: str | Path) -> None:
+    import nbformat
+
+    try:
+        nb = nbformat.read(str(notebook), as_version=4)
+    except Exception:
+        nb = None
+    for s in run.steps:
+        if s.state.value != "failed":
+            continue
+        where = f" (cell {s.error_cell})" if s.error_cell is not None else ""
+        print(f"\nstep {s.step} failed{where}: {s.error}", file=sys.stderr)
+        if nb is not None and s.error_cell is not None and s.error_cell < len(nb.cells):
+            src = nb.cells[s.error_cell].source.splitlines()
+            shown = src[:15] + ([f"... ({len(src) - 15} more lines)"] if len(src) > 15 else [])
+            for line in shown:
+                print(f"    | {line}", file=sys.stderr)
+        if s.executed_notebook:
+            print(f"  executed notebook: {s.executed_notebook}", file=sys.stderr)
+        if s.log_path:
+            print(f"  log: {s.log_path}", file=sys.stderr)
+
+
+def _exit_code(run: Run) -> int:
+    return EXIT_OK if run.state.value == "succeeded" else EXIT_FAILURE
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``jupyter-pipeline run``."""
+    try:
+        pipeline = _analyze(args)
+    except _Exit as e:
+        return e.code
+    overrides = _resolve_params(pipeline, args)
+    if args.max_parallel is not None and args.max_parallel < 1:
+        raise UsageError("--max-parallel must be at least 1")
+    if args.output and Path(args.output).absolute() == Path(args.notebook).absolute():
+        raise UsageError(f"--output {args.output} is the source notebook; choose another file")
+    from jupyter_pipeline.runners.local import LocalRunner
+
+    store = _open_store(args)
+    runner = LocalRunner(
+        store,
+        max_parallel=args.max_parallel,
+        cache=not args.no_cache,
+        prewarm=not args.no_prewarm,
+    )
+    with _Progress(pipeline, enabled=not args.json) as progress:
+        run = runner.run(
+            pipeline, args.notebook, parameters=overrides, output=args.output, on_event=progress
+        )
+    if args.json:
+        print(run.model_dump_json(indent=2))
+    else:
+        cached = sum(1 for s in run.steps if s.state.value == "cached")
+        summary = f"run {run.id} {run.state.value} in {_duration(run) or '0.0s'}"
+        if cached:
+            summary += f" ({cached} of {len(run.steps)} steps cached)"
+        print(summary)
+        if args.output and Path(args.output).exists():
+            print(f"merged notebook: {args.output}")
+        print(f"details: jupyter-pipeline show {run.id}")
+    _print_failures(run, args.notebook)
+    return _exit_code(run)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """``jupyter-pipeline runs``."""
+    store = _open_store(args)
+    runs = store.list_runs(limit=args.limit)
+    if args.json:
+        print(json.dumps([r.model_dump(mode="json") for r in runs], indent=2))
+        return EXIT_OK
+    if not runs:
+        print(f"no runs in {store.path}")
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("run", "pipeline", "state", "created", "duration", "steps", "notebook"):
+        table.add_column(col)
+    for r in runs:
+        done = sum(1 for s in r.steps if s.state.value in ("succeeded", "cached"))
+        table.add_row(
+            r.id,
+            r.pipeline,
+            f"[{_COLORS[r.state.value]}]{r.state.value}[/]",
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created)),
+            _duration(r),
+            f"{done}/{len(r.steps)}",
+            r.notebook,
+        )
+    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """``jupyter-pipeline show``."""
+    store = _open_store(args)
+    run = _get_run(store, args.run)
+    if args.json:
+        data = run.model_dump(mode="json")
+        data["metrics"] = store.get_metrics(run.id)
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=200 if not sys.stdout.isatty() else None)
+    console.print(
+        f"run [bold]{run.id}[/]  {run.pipeline}  [{_COLORS[run.state.value]}]"
+        f"{run.state.value}[/]  {_duration(run)}"
+    )
+    console.print(f"notebook: {run.notebook}", highlight=False)
+    if run.parameters:
+        params = ", ".join(f"{k}={v!r}" for k, v in run.parameters.items())
+        console.print(f"parameters: {params}", highlight=False, markup=False)
+    if run.run_dir:
+        console.print(f"run dir: {run.run_dir}", highlight=False)
+    if run.url:
+        console.print(f"url: {run.url}", highlight=False)
+    if run.error:
+        console.print(f"error: {run.error}", highlight=False, markup=False)
+    table = Table(box=None, pad_edge=False)
+    for col in ("step", "state", "start", "duration", "tries", "executed notebook / error"):
+        table.add_column(col)
+    t0 = run.started or run.created
+    for s in run.steps:
+        start = f"+{s.started - t0:.1f}s" if s.started is not None else ""
+        detail = s.executed_notebook or ""
+        if s.error and s.state.value != "succeeded":
+            cell = f"cell {s.error_cell}: " if s.error_cell is not None else ""
+            detail = f"{cell}{s.error}" + (f"\n{detail}" if detail else "")
+        table.add_row(
+            s.step,
+            f"[{_COLORS[s.state.value]}]{s.state.value}[/]",
+            start,
+            _duration(s) if s.state.value != "cached" else "cached",
+            str(s.attempts) if s.attempts else "",
+            detail,
+        )
+    console.print(table)
+    metrics = store.get_metrics(run.id)
+    for step, values in metrics.items():
+        console.print(f"metrics ({step}): " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """``jupyter-pipeline logs``."""
+    store = _open_store(args)
+    run = _get_run(store, args.run)
+    steps = {s.step: s for s in run.steps}
+    if args.step not in steps:
+        raise UsageError(f"run {run.id} has no step {args.step!r}; steps: {', '.join(steps)}")
+    pos = 0
+    while True:
+        s = store.get_run(run.id).steps[list(steps).index(args.step)]
+        if s.log_path and Path(s.log_path).exists():
+            with open(s.log_path, encoding="utf-8", errors="replace") as f:
+                f.seek(pos)
+                chunk = f.read()
+                pos = f.tell()
+            if chunk:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+        elif not args.follow or s.state.finished:
+            print(f"step {args.step} has no log yet (state: {s.state.value})", file=sys.stderr)
+            return EXIT_OK
+        if not args.follow or s.state.finished:
+            return EXIT_OK
+        time.sleep(0.3)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """``jupyter-pipeline cancel``."""
+    from jupyter_pipeline.runners.local import cancel_run
+
+    store = _open_store(args)
+    run = _get_run(store, args.run)
+    if not cancel_run(store, run.id):
+        print(f"run {run.id} already {run.state.value}")
+        return EXIT_OK
+    # Wait (briefly) for the runner to record the cancellation.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        run = store.get_run(run.id)
+        if run.state.finished:
+            break
+        time.sleep(0.2)
+    print(f"run {run.id} {run.state.value}")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """``jupyter-pipeline verify``: straight papermill run vs pipeline, cell by cell."""
+    import shutil
+    import tempfile
+
+    import nbformat
+    import papermill
+
+    from jupyter_pipeline.runners.local import LocalRunner
+    from jupyter_pipeline.runners.verify import compare_notebooks
+
+    try:
+        pipeline = _analyze(args)
+    except _Exit as e:
+        return e.code
+    overrides = _resolve_params(pipeline, args)
+    nb_path = Path(args.notebook).absolute()
+    with tempfile.TemporaryDirectory(prefix="jp-verify-") as tmp:
+        out_dir = Path(args.keep) if args.keep else Path(tmp)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        copy = Path(tmp) / f"source-{nb_path.name}"
+        shutil.copy2(nb_path, copy)
+        straight = out_dir / "straight.ipynb"
+        merged = out_dir / "pipeline.ipynb"
+        print(f"running {args.notebook} straight through with papermill…", flush=True)
+        straight_failed = False
+        try:
+            papermill.execute_notebook(
+                str(copy),
+                str(straight),
+                parameters=overrides,
+                cwd=str(nb_path.parent),
+                kernel_name=pipeline.kernel_name,
+                progress_bar=False,
+            )
+        except papermill.PapermillExecutionError as exc:
+            straight_failed = True
+            print(f"the straight run fails at cell {exc.cell_index}: {exc.ename}: {exc.evalue}")
+        print("running it as a pipeline…", flush=True)
+        runner = LocalRunner(
+            _open_store(args),
+            max_parallel=args.max_parallel,
+            cache=False,
+            prewarm=not args.no_prewarm,
+        )
+        with _Progress(pipeline, enabled=True) as progress:
+            run = runner.run(
+                pipeline, nb_path, parameters=overrides, output=merged, on_event=progress
+            )
+        source = nbformat.read(str(nb_path), as_version=4)
+        diffs = compare_notebooks(
+            nbformat.read(str(straight), as_version=4),
+            nbformat.read(str(merged), as_version=4),
+            source,
+            stderr=args.stderr,
+            images=args.images,
+        )
+        step_of = {c: s.name for s in pipeline.steps for c in s.cells}
+        n_code = sum(1 for c in source.cells if c.cell_type == "code")
+        for d in diffs:
+            print(f"\ncell {d.cell} (step {step_of.get(d.cell, '?')}) differs:")
+            print(d.diff())
+        if args.keep:
+            print(f"\nexecuted notebooks: {straight}, {merged}")
+        if run.state.value != "succeeded" and not straight_failed:
+            _print_failures(run, nb_path)
+        if diffs:
+            print(f"\n{len(diffs)} of {n_code} code cells differ (run {run.id})")
+            return EXIT_FAILURE
+        print(f"\nall {n_code} code cells give the same output (run {run.id})")
+        return EXIT_OK

@@ -1,0 +1,751 @@
+"""LocalRunner: run a pipeline's steps as fresh kernels on this machine, in parallel.
+
+Scheduling model. One scheduler loop (the thread that called :meth:`LocalRunner.run`) owns
+all state; each step attempt runs :func:`jupyter_pipeline.runtime.run_step` in a worker
+thread that talks back through a queue. Two separate budgets:
+
+* **execution slots** (``max_parallel``): steps whose inputs are ready and that are running
+  their own cells. A step is only ever *given* a slot when its dependencies are done.
+* **warming kernels** (``prewarm_limit``): steps started early, whose kernel boots and runs
+  parameters and definitions (imports, functions) while their dependencies still run; they
+  then block in ``ready()`` until the scheduler gives them a slot and their inputs.
+
+Warming kernels never hold an execution slot, so they cannot keep a ready step from running;
+when a slot frees, a warm step that has become ready goes first (its kernel is already up).
+
+Every state change is written to the run store at once, so ``show``/the sidebar (other
+processes) see progress live and a killed runner loses nothing already recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from jupyter_pipeline.model import Pipeline, Run, RunState, Step
+from jupyter_pipeline.notebook import read_notebook
+from jupyter_pipeline.runners.base import EventCallback, RunEvent, resolve_parameters
+from jupyter_pipeline.runners.cache import StepCache, step_code
+from jupyter_pipeline.runtime.api import SavedValue, StepRequest, StepResult
+from jupyter_pipeline.store import RunStore, kill_process_tree, process_alive
+
+__all__ = ["LocalRunner", "state_key"]
+
+_FINISHED_OK = (RunState.succeeded, RunState.cached)
+_POLL = 0.25  # seconds between checks of the store's cancel flag while waiting
+
+
+def state_key(name: str) -> str:
+    """The input/output key under which the runtime passes a global-state pseudo-variable."""
+    return f"__state__:{name}"
+
+
+class _Aborted(Exception):
+    """Raised from ``ready()`` to stop a warming step (cancelled, skipped or cache hit)."""
+
+
+# Node phases, beyond the final RunState.
+_WAITING, _WARMING, _EXECUTING, _DONE = "waiting", "warming", "executing", "done"
+
+
+@dataclass
+class _Node:
+    step: Step
+    index: int
+    deps: list[str]
+    step_nb: dict[str, Any]
+    dir: Path
+    phase: str = _WAITING
+    state: RunState = RunState.queued
+    attempts: int = 0
+    kernel_pid: int | None = None
+    kernel_created: float | None = None
+    warm_failed: bool = False  # its warm-up failed: launch it only once its inputs are ready
+    go: threading.Event = field(default_factory=threading.Event)
+    abort: str | None = None  # why ready() must raise
+    in_ready: bool = False
+    inputs: dict[str, str] = field(default_factory=dict)
+    input_digests: dict[str, str] = field(default_factory=dict)
+    saved: dict[str, SavedValue] = field(default_factory=dict)
+    cache_key: str | None = None
+    executed_notebook: str | None = None
+    thread: threading.Thread | None = None
+
+    @property
+    def outputs(self) -> list[str]:
+        return [*self.step.outputs, *(state_key(s) for s in self.step.state_outputs)]
+
+
+class LocalRunner:
+    """Run pipelines on this machine: parallel, pre-warmed, cached, cancellable.
+
+    Args:
+        store: Where runs are recorded (and where run folders and the cache live).
+        max_parallel: Steps executing at once (default: CPU count).
+        cache: Reuse results of steps whose code, inputs and parameters are unchanged.
+        cache_dir: Cache folder (default: ``cache/`` beside the store's database).
+        prewarm: Start kernels of upcoming steps before their inputs are ready.
+        prewarm_limit: At most this many kernels warming at once (default:
+            ``min(max_parallel, 4)``), on top of the executing ones.
+        html: Also export each executed step notebook to HTML.
+        run_step: The step runtime (default :func:`jupyter_pipeline.runtime.run_step`).
+    """
+
+    def __init__(
+        self,
+        store: RunStore,
+        *,
+        max_parallel: int | None = None,
+        cache: bool = True,
+        cache_dir: str | Path | None = None,
+        prewarm: bool = True,
+        prewarm_limit: int | None = None,
+        html: bool = False,
+        run_step: Callable[..., StepResult] | None = None,
+    ):
+        self.store = store
+        self.max_parallel = max(1, max_parallel or os.cpu_count() or 1)
+        self.cache_enabled = cache
+        self.cache = StepCache(cache_dir or store.folder / "cache")
+        self.prewarm = prewarm
+        self.prewarm_limit = (
+            max(0, prewarm_limit) if prewarm_limit is not None else min(self.max_parallel, 4)
+        )
+        self.html = html
+        self._run_step = run_step
+        self._active: dict[str, _Execution] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ public
+
+    def run(
+        self,
+        pipeline: Pipeline,
+        source_nb_path: str | Path,
+        parameters: Mapping[str, Any] | None = None,
+        output: str | Path | None = None,
+        on_event: EventCallback | None = None,
+    ) -> Run:
+        """Run every step of ``pipeline`` and return the finished run.
+
+        Steps run in dependency order, up to ``max_parallel`` at once. A failed step (after
+        its retries) marks its transitive dependents ``skipped``; independent branches go on,
+        and the run ends ``failed``. SIGTERM (from ``jupyter-pipeline cancel``) and
+        :meth:`cancel` stop every kernel of the run.
+
+        Args:
+            pipeline: The analyzed pipeline.
+            source_nb_path: The user's notebook (read, never written).
+            parameters: Parameter overrides (type-checked against the pipeline's).
+            output: If given, write the merged notebook (every code cell with the outputs of
+                the step that ran it) there.
+            on_event: Called with a :class:`RunEvent` after every state change.
+
+        Raises:
+            ParameterError: Unknown parameter or wrong type.
+            NotebookError: The notebook cannot be read.
+        """
+        from jupyter_pipeline import runtime
+
+        source_path = Path(source_nb_path).absolute()
+        source_nb = read_notebook(source_path)
+        values = resolve_parameters(pipeline, parameters)
+        run_step = self._run_step or runtime.run_step
+        run = self.store.create_run(
+            pipeline,
+            notebook=source_path,
+            backend="local",
+            parameters=values,
+            pid=os.getpid(),
+        )
+        run_dir = self.store.new_run_dir(run.id)
+        self.store.update_run(run.id, run_dir=str(run_dir))
+        (run_dir / "pipeline.json").write_text(pipeline.model_dump_json(indent=1))
+        execution = _Execution(
+            runner=self,
+            pipeline=pipeline,
+            run_id=run.id,
+            run_dir=run_dir,
+            source_path=source_path,
+            source_nb=source_nb,
+            parameters=values,
+            run_step=run_step,
+            on_event=on_event,
+        )
+        with self._lock:
+            self._active[run.id] = execution
+        old_handler = None
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main:
+            # `jupyter-pipeline cancel` signals the runner process; turn that into a clean
+            # cancel (kill kernels, record states) instead of dying with orphaned kernels.
+            old_handler = signal.signal(signal.SIGTERM, lambda *_: execution.request_cancel())
+        try:
+            execution.build_nodes(runtime.build_step_notebook)
+            execution.loop()
+        except BaseException:
+            execution.request_cancel()
+            execution.finish_cancel()
+            raise
+        finally:
+            if in_main:
+                signal.signal(signal.SIGTERM, old_handler or signal.SIG_DFL)
+            with self._lock:
+                self._active.pop(run.id, None)
+        if output is not None:
+            execution.write_merged(Path(output), runtime.merge_outputs)
+        return self.store.get_run(run.id)
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a run, whichever process runs it.
+
+        A run of this runner is stopped directly; a run of another process on this host is
+        flagged in the store (its runner polls the flag) and its runner is sent SIGTERM.
+
+        Returns:
+            True if the run was still going.
+        """
+        run_id = self.store.resolve_id(run_id)
+        with self._lock:
+            execution = self._active.get(run_id)
+        if execution is not None:
+            execution.request_cancel()
+            return True
+        return cancel_run(self.store, run_id)
+
+
+def cancel_run(store: RunStore, run_id: str, *, signal_runner: bool = True) -> bool:
+    """Cancel a run recorded in ``store`` that runs in another process.
+
+    Sets the store's cancel flag (polled by the runner) and sends the runner SIGTERM. If the
+    runner is already gone, the run is marked cancelled here and its kernels are killed.
+
+    Returns:
+        True if the run was still going.
+    """
+    run_id = store.resolve_id(run_id)
+    run = store.get_run(run_id)
+    if run.state.finished:
+        return False
+    store.request_cancel(run_id)
+    if run.backend != "local":
+        return True  # a remote backend's runner polls the flag and terminates the remote run
+    pid, created, _host = store.runner_of(run_id)
+    if pid and process_alive(pid, created):
+        if signal_runner and pid != os.getpid():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+        return True
+    # Nobody is running it: clean up ourselves.
+    for s in run.steps:
+        extra = store.step_extra(run_id, s.step)
+        if extra["kernel_pid"]:
+            kill_process_tree(extra["kernel_pid"], extra["kernel_created"])
+        if not s.state.finished:
+            store.update_step(run_id, s.step, state=RunState.cancelled, finished=time.time())
+    store.update_run(run_id, state=RunState.cancelled, finished=time.time(), error="cancelled")
+    return True
+
+
+class _Execution:
+    """One run in progress: the scheduler's state and its loop."""
+
+    def __init__(
+        self,
+        *,
+        runner: LocalRunner,
+        pipeline: Pipeline,
+        run_id: str,
+        run_dir: Path,
+        source_path: Path,
+        source_nb: nbformat.NotebookNode,
+        parameters: dict[str, Any],
+        run_step: Callable[..., StepResult],
+        on_event: EventCallback | None,
+    ):
+        self.runner = runner
+        self.store = runner.store
+        self.pipeline = pipeline
+        self.run_id = run_id
+        self.run_dir = run_dir
+        self.source_path = source_path
+        self.source_nb = source_nb
+        self.parameters = parameters
+        self.run_step = run_step
+        self.on_event = on_event
+        self.nodes: dict[str, _Node] = {}
+        self.messages: queue.Queue[tuple[str, _Node, Any]] = queue.Queue()
+        self.cancelled = threading.Event()
+        self.cancel_done = False
+        self.started: float | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    def build_nodes(self, build_step_notebook: Callable[..., Any]) -> None:
+        names = {s.name for s in self.pipeline.steps}
+        for i, step in enumerate(self.pipeline.steps):
+            nb = build_step_notebook(self.source_nb, self.pipeline, step.name)
+            d = self.run_dir / "steps" / step.name
+            d.mkdir(parents=True, exist_ok=True)
+            deps = [dep for dep in step.depends_on if dep in names and dep != step.name]
+            for src in [*step.input_sources.values(), *step.state_inputs.values()]:
+                if src in names and src not in deps and src != step.name:
+                    deps.append(src)  # a data source is always a dependency, tagged or not
+            self.nodes[step.name] = _Node(
+                step=step, index=i, deps=deps, step_nb=_as_dict(nb), dir=d
+            )
+
+    # ------------------------------------------------------------------ helpers
+
+    def emit(self, kind: str, step: str | None = None) -> None:
+        if self.on_event is None:
+            return
+        event = RunEvent(kind=kind, run=self.store.get_run(self.run_id), step=step)  # type: ignore[arg-type]
+        with contextlib.suppress(Exception):  # a progress display must never break a run
+            self.on_event(event)
+
+    def set_step(self, node: _Node, **fields: Any) -> None:
+        if "state" in fields:
+            node.state = fields["state"]
+        self.store.update_step(self.run_id, node.step.name, **fields)
+        self.emit("step", node.step.name)
+
+    def injected_parameters(self, step: Step) -> dict[str, Any]:
+        """Values injected into a step: those it reads, plus any override of a default.
+
+        Overrides go to every step so a parameter the analysis missed still gets its value.
+        """
+        defaults = {p.name: p.default for p in self.pipeline.parameters}
+        return {
+            name: value
+            for name, value in self.parameters.items()
+            if name in step.parameters or value != defaults.get(name)
+        }
+
+    def deps_state(self, node: _Node) -> str:
+        """``ok`` (all done), ``bad`` (one failed/skipped/cancelled) or ``pending``."""
+        states = [self.nodes[d].state for d in node.deps]
+        if any(s.finished and s not in _FINISHED_OK for s in states):
+            return "bad"
+        if all(s in _FINISHED_OK for s in states):
+            return "ok"
+        return "pending"
+
+    def resolve_inputs(self, node: _Node) -> None:
+        """Map each input to the directory its producer saved it in (deps are all done)."""
+        step = node.step
+        inputs: dict[str, str] = {}
+        digests: dict[str, str] = {}
+        wanted = [(v, step.input_sources.get(v)) for v in step.inputs]
+        wanted += [(state_key(k), src) for k, src in step.state_inputs.items()]
+        for key, src in wanted:
+            producers = [src] if src in self.nodes else []
+            producers += [d for d in reversed(node.deps) if d not in producers]
+            for p in producers:
+                saved = self.nodes[p].saved.get(key)
+                if saved is not None:
+                    inputs[key] = _value_dir(saved)
+                    digests[key] = saved.digest
+                    break
+        node.inputs, node.input_digests = inputs, digests
+
+    def counts(self) -> tuple[int, int]:
+        executing = sum(1 for n in self.nodes.values() if n.phase == _EXECUTING)
+        warming = sum(1 for n in self.nodes.values() if n.phase == _WARMING)
+        return executing, warming
+
+    # ------------------------------------------------------------------ the loop
+
+    def loop(self) -> None:
+        self.store.update_run(self.run_id, state=RunState.running)
+        self.emit("run")
+        last_poll = 0.0
+        while True:
+            if not self.cancelled.is_set():
+                self.schedule()
+            if all(n.phase == _DONE for n in self.nodes.values()):
+                break
+            if self.cancelled.is_set() and not self.cancel_done:
+                self.finish_cancel()
+                break
+            try:
+                kind, node, payload = self.messages.get(timeout=_POLL)
+            except queue.Empty:
+                pass
+            else:
+                self.handle(kind, node, payload)
+            now = time.monotonic()
+            if now - last_poll >= _POLL:
+                last_poll = now
+                if self.store.cancel_requested(self.run_id):
+                    self.request_cancel()
+        self.finish()
+
+    def schedule(self) -> None:
+        """Skip, serve from cache, promote warm steps, launch, pre-warm — until stable."""
+        changed = True
+        while changed:
+            changed = False
+            for node in self.nodes.values():
+                if node.phase in (_DONE, _EXECUTING):
+                    continue
+                deps = self.deps_state(node)
+                if deps == "bad":
+                    self.skip(node)
+                    changed = True
+                elif deps == "ok" and node.cache_key is None:
+                    self.resolve_inputs(node)
+                    node.cache_key = self.key(node)
+                    if self.try_cache(node):
+                        changed = True
+        executing, warming = self.counts()
+        ready = [
+            n
+            for n in self.nodes.values()
+            if n.phase in (_WAITING, _WARMING) and self.deps_state(n) == "ok"
+        ]
+        # Warm ones first (their kernel is up), then pipeline order.
+        ready.sort(key=lambda n: (n.phase != _WARMING, n.index))
+        for node in ready:
+            if executing >= self.runner.max_parallel:
+                break
+            executing += 1
+            if node.phase == _WARMING:
+                warming -= 1
+                self.grant(node)
+            else:
+                self.launch(node, warm=False)
+        if not self.runner.prewarm:
+            return
+        for node in self.nodes.values():
+            if warming >= self.runner.prewarm_limit:
+                break
+            if node.phase != _WAITING or node.warm_failed:
+                continue
+            # Warm only the next wave: steps whose dependencies are all under way or done.
+            if all(self.nodes[d].phase in (_EXECUTING, _DONE) for d in node.deps) and (
+                self.deps_state(node) != "bad"
+            ):
+                warming += 1
+                self.launch(node, warm=True)
+
+    def key(self, node: _Node) -> str:
+        return StepCache.key(
+            code=step_code(node.step_nb),
+            inputs=node.input_digests,
+            parameters=self.injected_parameters(node.step),
+            outputs=node.outputs,
+            kernel_name=self.pipeline.kernel_name,
+        )
+
+    def cacheable(self, node: _Node) -> bool:
+        return node.step.settings.cache is not False
+
+    def try_cache(self, node: _Node) -> bool:
+        if not (self.runner.cache_enabled and self.cacheable(node)):
+            return False
+        assert node.cache_key is not None
+        entry = self.runner.cache.lookup(node.cache_key, node.outputs)
+        if entry is None:
+            return False
+        if node.phase == _WARMING:
+            self.abort(node, "cached")
+        now = time.time()
+        node.saved = {v.name: v for v in entry.outputs}
+        executed = log = None
+        if entry.executed_notebook is not None:
+            executed = node.dir / "executed.ipynb"
+            shutil.copy2(entry.executed_notebook, executed)
+            node.executed_notebook = str(executed)
+        if entry.log is not None:
+            log = node.dir / "log.txt"
+            shutil.copy2(entry.log, log)
+        node.phase = _DONE
+        self.set_step(
+            node,
+            state=RunState.cached,
+            started=now,
+            finished=now,
+            executed_notebook=str(executed) if executed else None,
+            log_path=str(log) if log else None,
+            outputs={k: _value_dir(v) for k, v in node.saved.items()},
+            digests={k: v.digest for k, v in node.saved.items()},
+            metrics=entry.metrics,
+            cache_key=node.cache_key,
+        )
+        return True
+
+    def skip(self, node: _Node) -> None:
+        bad = [d for d in node.deps if self.nodes[d].state.finished]
+        bad = [d for d in bad if self.nodes[d].state not in _FINISHED_OK]
+        if node.phase == _WARMING:
+            self.abort(node, "skipped")
+        node.phase = _DONE
+        self.set_step(
+            node,
+            state=RunState.skipped,
+            error=f"skipped: {', '.join(bad)} did not succeed" if bad else "skipped",
+        )
+
+    def abort(self, node: _Node, why: str) -> None:
+        """Stop a warming step: its ready() raises, the runtime shuts its kernel down."""
+        node.abort = why
+        node.go.set()
+
+    def grant(self, node: _Node) -> None:
+        """Give a warming step its execution slot and its inputs."""
+        node.phase = _EXECUTING
+        node.attempts = 1
+        self.mark_running(node)
+        node.go.set()
+
+    def mark_running(self, node: _Node) -> None:
+        now = time.time()
+        if self.started is None:
+            self.started = now
+            self.store.update_run(self.run_id, started=now)
+        self.set_step(
+            node,
+            state=RunState.running,
+            started=now,
+            finished=None,
+            attempts=node.attempts,
+            log_path=str(node.dir / "log.txt"),
+            executed_notebook=str(node.dir / "executed.ipynb"),
+            error=None,
+            error_cell=None,
+        )
+
+    def launch(self, node: _Node, *, warm: bool) -> None:
+        """Start a worker thread for one attempt of ``node``."""
+        out_dir = node.dir / "outputs"
+        if out_dir.exists():
+            shutil.rmtree(out_dir, ignore_errors=True)  # a retry starts from a clean slate
+        out_dir.mkdir(parents=True, exist_ok=True)
+        node.go.clear()
+        node.abort = None
+        if warm:
+            node.phase = _WARMING
+            self.emit("warming", node.step.name)
+        else:
+            node.phase = _EXECUTING
+            node.attempts += 1
+            self.mark_running(node)
+        request = StepRequest(
+            step_notebook=node.step_nb,
+            step=node.step.name,
+            source_notebook=str(self.source_path),
+            inputs={} if warm else dict(node.inputs),
+            parameters=self.injected_parameters(node.step),
+            output_dir=str(out_dir),
+            outputs=node.outputs,
+            executed_notebook=str(node.dir / "executed.ipynb"),
+            html=self.runner.html,
+            cwd=str(self.source_path.parent),
+            kernel_name=self.pipeline.kernel_name,
+            log_path=str(node.dir / "log.txt"),
+        )
+
+        def ready() -> dict[str, str]:
+            self.messages.put(("ready", node, None))
+            node.go.wait()
+            if node.abort is not None or self.cancelled.is_set():
+                raise _Aborted(node.abort or "cancelled")
+            return dict(node.inputs)
+
+        def on_kernel(pid: int) -> None:
+            from jupyter_pipeline.store import _process_created
+
+            node.kernel_pid = pid
+            node.kernel_created = _process_created(pid)
+            if self.cancelled.is_set():
+                kill_process_tree(pid)
+            self.messages.put(("kernel", node, pid))
+
+        def work() -> None:
+            try:
+                result: Any = self.run_step(
+                    request, ready=ready if warm else None, on_kernel=on_kernel
+                )
+            except BaseException as exc:
+                result = exc
+            self.messages.put(("done", node, result))
+
+        node.thread = threading.Thread(target=work, name=f"step-{node.step.name}", daemon=True)
+        node.thread.start()
+
+    def handle(self, kind: str, node: _Node, payload: Any) -> None:
+        if kind == "kernel":
+            self.store.update_step(self.run_id, node.step.name, kernel_pid=payload)
+            return
+        if kind == "ready":
+            node.in_ready = True
+            return
+        # kind == "done"
+        node.kernel_pid = None
+        node.in_ready = False
+        if node.phase == _DONE:
+            return  # aborted while warming (skipped or cached): already recorded
+        if self.cancelled.is_set():
+            return  # finish_cancel records it
+        if node.phase == _WARMING:
+            # It ended before being given its inputs (its imports failed, say). Whether that
+            # counts is decided once its dependencies are done: run it again then, directly.
+            node.phase = _WAITING
+            node.warm_failed = True
+            return
+        result: StepResult | None = payload if isinstance(payload, StepResult) else None
+        if result is not None and result.status == "succeeded":
+            self.succeed(node, result)
+            return
+        error, cell = _describe_failure(node.step.name, payload)
+        if node.attempts <= node.step.settings.retries:
+            self.store.update_step(self.run_id, node.step.name, error=f"retrying: {error}")
+            self.launch(node, warm=False)
+            return
+        node.phase = _DONE
+        fields: dict[str, Any] = {}
+        if result is not None:
+            fields["executed_notebook"] = result.executed_notebook
+            node.executed_notebook = result.executed_notebook
+            if result.html:
+                fields["html"] = result.html
+        self.set_step(
+            node,
+            state=RunState.failed,
+            finished=time.time(),
+            error=error,
+            error_cell=cell,
+            **fields,
+        )
+
+    def succeed(self, node: _Node, result: StepResult) -> None:
+        node.saved = {v.name: v for v in result.outputs}
+        node.executed_notebook = result.executed_notebook
+        missing = [o for o in node.outputs if o not in node.saved]
+        if self.cacheable(node) and not missing and node.cache_key is not None:
+            self.runner.cache.put(
+                node.cache_key,
+                output_dir=node.dir / "outputs",
+                outputs=result.outputs,
+                metrics=result.metrics,
+                executed_notebook=result.executed_notebook,
+                log=node.dir / "log.txt",
+            )
+        node.phase = _DONE
+        self.set_step(
+            node,
+            state=RunState.succeeded,
+            finished=time.time(),
+            executed_notebook=result.executed_notebook,
+            html=result.html,
+            outputs={k: _value_dir(v) for k, v in node.saved.items()},
+            digests={k: v.digest for k, v in node.saved.items()},
+            metrics=result.metrics,
+            cache_key=node.cache_key,
+            error=None,
+        )
+
+    # ------------------------------------------------------------------ cancel & finish
+
+    def request_cancel(self) -> None:
+        """Ask the loop to stop everything (safe from signal handlers and other threads)."""
+        # Only flags here: this may run in a signal handler. The loop does the killing.
+        self.cancelled.set()
+        for node in self.nodes.values():
+            node.go.set()  # warming kernels stop waiting for inputs
+
+    def finish_cancel(self) -> None:
+        """Kill every kernel, wait for the workers, record cancelled states."""
+        if self.cancel_done:
+            return
+        self.cancel_done = True
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            for node in self.nodes.values():
+                if node.kernel_pid:
+                    kill_process_tree(node.kernel_pid, node.kernel_created)
+            alive = [n for n in self.nodes.values() if n.thread and n.thread.is_alive()]
+            if not alive:
+                break
+            with contextlib.suppress(queue.Empty):
+                kind, node, payload = self.messages.get(timeout=0.1)
+                if kind == "kernel":
+                    self.store.update_step(self.run_id, node.step.name, kernel_pid=payload)
+        now = time.time()
+        for node in self.nodes.values():
+            if node.phase != _DONE:
+                was_running = node.phase == _EXECUTING
+                node.phase = _DONE
+                self.set_step(
+                    node,
+                    state=RunState.cancelled,
+                    finished=now if was_running else None,
+                    error="cancelled",
+                )
+        self.store.update_run(
+            self.run_id, state=RunState.cancelled, finished=now, error="cancelled"
+        )
+        self.emit("run")
+
+    def finish(self) -> None:
+        if self.cancel_done:
+            return
+        states = [n.state for n in self.nodes.values()]
+        failed = [n.step.name for n in self.nodes.values() if n.state is RunState.failed]
+        if failed:
+            state, error = RunState.failed, f"step {', '.join(failed)} failed"
+        elif all(s in _FINISHED_OK for s in states):
+            state, error = RunState.succeeded, None
+        else:
+            state, error = RunState.failed, "some steps did not run"
+        self.store.update_run(self.run_id, state=state, finished=time.time(), error=error)
+        self.emit("run")
+
+    def write_merged(self, output: Path, merge_outputs: Callable[..., Any]) -> None:
+        """Write the source notebook with each cell's outputs from its executed step."""
+        executed = {}
+        for name, node in self.nodes.items():
+            if node.executed_notebook and Path(node.executed_notebook).exists():
+                executed[name] = nbformat.read(node.executed_notebook, as_version=4)
+        merged = merge_outputs(self.source_nb, executed)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if output.absolute() == self.source_path:
+            raise ValueError(f"{output}: refusing to overwrite the source notebook")
+        nbformat.write(merged, str(output))
+
+
+def _as_dict(nb: Any) -> dict[str, Any]:
+    import json
+
+    return json.loads(json.dumps(nb))
+
+
+def _value_dir(saved: SavedValue) -> str:
+    """The directory the runtime loads a value from (the saved path, or its folder)."""
+    p = Path(saved.path)
+    return str(p if p.is_dir() or not p.suffix else p.parent)
+
+
+def _describe_failure(step: str, payload: Any) -> tuple[str, int | None]:
+    if isinstance(payload, StepResult) and payload.failure is not None:
+        f = payload.failure
+        msg = f.message or f"{f.ename}: {f.evalue}"
+        return msg.splitlines()[0] if msg else f.ename, f.cell
+    if isinstance(payload, StepResult):
+        return f"step {step} failed", None
+    if isinstance(payload, BaseException):
+        text = str(payload).strip().splitlines()
+        return f"{type(payload).__name__}: {text[0] if text else ''}".rstrip(": "), None
+    return f"step {step} failed", None

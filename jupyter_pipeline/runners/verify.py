@@ -1,0 +1,147 @@
+"""Compare two executed versions of one notebook cell by cell (``jupyter-pipeline verify``).
+
+The straight papermill run and the pipeline's merged notebook must show the same text
+outputs in every code cell. Cells papermill adds (``injected-parameters``) are left out so
+positions line up; memory addresses (``at 0x7f…``) are masked, since they differ between
+any two runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["CellDiff", "compare_notebooks", "text_outputs"]
+
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{6,}")
+
+
+@dataclass
+class CellDiff:
+    """One code cell whose outputs differ.
+
+    Attributes:
+        cell: Index of the cell in the source notebook (markdown included).
+        expected: Text outputs of the straight run.
+        actual: Text outputs of the pipeline run.
+    """
+
+    cell: int
+    expected: list[str]
+    actual: list[str]
+
+    def diff(self, limit: int = 20) -> str:
+        """A unified diff of the two, at most ``limit`` lines."""
+        lines = list(
+            difflib.unified_diff(
+                "\n".join(self.expected).splitlines(),
+                "\n".join(self.actual).splitlines(),
+                "straight run",
+                "pipeline",
+                lineterm="",
+            )
+        )
+        if len(lines) > limit:
+            lines = [*lines[:limit], f"... ({len(lines) - limit} more lines)"]
+        return "\n".join(lines)
+
+
+def _text(value: Any) -> str:
+    return "".join(value) if isinstance(value, list) else str(value)
+
+
+def text_outputs(cell: dict[str, Any], *, stderr: bool = False, images: bool = False) -> list[str]:
+    """The comparable outputs of one cell, one string per kind, in order.
+
+    Consecutive stream outputs are joined (how a kernel chunks a stream is not output).
+
+    Args:
+        cell: An executed code cell.
+        stderr: Include stderr (warnings shown once per process differ between one kernel
+            and one kernel per step, so it is off by default).
+        images: Include a fingerprint of each PNG/SVG image.
+    """
+    out: list[str] = []
+    stream: dict[str, str] = {}
+    order: list[str] = []
+
+    def flush() -> None:
+        for name in order:
+            out.append(f"[{name}] " + _ADDRESS.sub("0x…", stream[name]))
+        stream.clear()
+        order.clear()
+
+    for o in cell.get("outputs", []):
+        kind = o.get("output_type")
+        if kind == "stream":
+            name = o.get("name", "stdout")
+            if name == "stderr" and not stderr:
+                continue
+            if name not in stream:
+                order.append(name)
+                stream[name] = ""
+            stream[name] += _text(o.get("text", ""))
+            continue
+        flush()
+        if kind in ("execute_result", "display_data"):
+            data = o.get("data", {})
+            if "text/plain" in data:
+                out.append("[result] " + _ADDRESS.sub("0x…", _text(data["text/plain"])))
+            if images:
+                import hashlib
+
+                for mime in ("image/png", "image/svg+xml"):
+                    if mime in data:
+                        digest = hashlib.sha256(_text(data[mime]).encode()).hexdigest()[:16]
+                        out.append(f"[{mime}] {digest}")
+        elif kind == "error":
+            out.append(f"[error] {o.get('ename')}: {o.get('evalue')}")
+    flush()
+    return out
+
+
+def _code_cells(nb: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        c
+        for c in nb.get("cells", [])
+        if c.get("cell_type") == "code"
+        and "injected-parameters" not in (c.get("metadata", {}).get("tags") or [])
+    ]
+
+
+def compare_notebooks(
+    expected: dict[str, Any],
+    actual: dict[str, Any],
+    source: dict[str, Any] | None = None,
+    *,
+    stderr: bool = False,
+    images: bool = False,
+) -> list[CellDiff]:
+    """Code cells whose comparable outputs differ between two runs of the same notebook.
+
+    Args:
+        expected: The straight run's executed notebook.
+        actual: The pipeline's merged notebook.
+        source: The source notebook, to report source cell indices (default: ``expected``).
+        stderr: Also compare stderr.
+        images: Also compare image fingerprints.
+    """
+    src_cells = (source or expected).get("cells", [])
+    code_index = [
+        i
+        for i, c in enumerate(src_cells)
+        if c.get("cell_type") == "code"
+        and "injected-parameters" not in (c.get("metadata", {}).get("tags") or [])
+    ]
+    diffs = []
+    a_cells, b_cells = _code_cells(expected), _code_cells(actual)
+    for k in range(max(len(a_cells), len(b_cells))):
+        a = text_outputs(a_cells[k], stderr=stderr, images=images) if k < len(a_cells) else []
+        b = text_outputs(b_cells[k], stderr=stderr, images=images) if k < len(b_cells) else []
+        if a != b:
+            diffs.append(
+                CellDiff(cell=code_index[k] if k < len(code_index) else k, expected=a, actual=b)
+            )
+    return diffs

@@ -36,6 +36,7 @@ class StepRequest(_Model):
         cwd: Working directory of the kernel (the source notebook's folder locally).
         kernel_name: Kernel to start.
         log_path: File that receives the step's stdout/stderr as it runs.
+        env: Extra environment variables for the kernel (added to this process's).
     """
 
     step_notebook: dict[str, Any]
@@ -50,6 +51,7 @@ class StepRequest(_Model):
     cwd: str | None = None
     kernel_name: str = "python3"
     log_path: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
 
 
 class SavedValue(_Model):

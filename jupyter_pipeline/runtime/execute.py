@@ -1,0 +1,388 @@
+"""Running one step notebook with papermill in a fresh kernel.
+
+The step runs through papermill's own machinery (parameter injection, executed-notebook
+writing, error markers) with a small engine registered in papermill's engine registry. The
+engine adds what a pipeline runner needs: the kernel's process id as soon as it exists (to
+cancel it), pre-warming (parameters and definitions run before the inputs exist), and the
+run-time paths of the load and save cells.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+import nbformat
+from nbformat import NotebookNode
+
+from jupyter_pipeline.runtime.api import SavedValue, StepFailure, StepRequest, StepResult
+from jupyter_pipeline.runtime.kernel import METRICS_FILE, OUTPUTS_FILE
+from jupyter_pipeline.runtime.notebook import (
+    DEFINITIONS_TAG,
+    LOAD_TAG,
+    META_KEY,
+    PARAMETERS_TAG,
+    SAVE_TAG,
+    render_load,
+    render_save,
+)
+
+__all__ = ["ENGINE_NAME", "StepExecutionError", "kill_kernel", "run_step"]
+
+ENGINE_NAME = "jupyter-pipeline"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_CELL_LINE = re.compile(r"Cell In\[\d+\], line (\d+)")
+
+
+class StepExecutionError(Exception):
+    """A step failed; ``failure`` says where and why (raised by ``run_step(check=True)``)."""
+
+    def __init__(self, failure: StepFailure, result: StepResult | None = None) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+        self.result = result
+
+
+def kill_kernel(pid: int, sig: int = signal.SIGKILL) -> bool:
+    """Kill a step kernel and every process it started.
+
+    jupyter_client starts kernels in a new session (``start_new_session=True``), so the
+    kernel leads its own process group and its children inherit it.
+
+    Returns:
+        True if a signal was sent, False if the group was already gone.
+    """
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # not a group leader we own: at least the kernel itself
+        os.kill(pid, sig)
+    return True
+
+
+class _Context:
+    """Per-run state shared between run_step and the engine (which papermill builds)."""
+
+    def __init__(
+        self,
+        request: StepRequest,
+        ready: Callable[[], dict[str, str]] | None,
+        on_kernel: Callable[[int], None] | None,
+    ) -> None:
+        self.request = request
+        self.ready = ready
+        self.on_kernel = on_kernel
+        self.nb: NotebookNode | None = None
+        self.pid: int | None = None
+        self.ready_error: BaseException | None = None
+
+    def inputs(self) -> dict[str, str]:
+        if self.ready is not None:
+            try:
+                found = self.ready()
+            except BaseException as exc:
+                self.ready_error = exc
+                raise
+            return {k: os.path.abspath(v) for k, v in found.items()}
+        return {k: os.path.abspath(v) for k, v in self.request.inputs.items()}
+
+
+def _register_engine() -> None:
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.log import logger
+    from papermill.utils import remove_args
+
+    class Client(PapermillNotebookClient):
+        jp: _Context
+
+        def start_new_kernel(self, **kwargs: Any) -> None:
+            # nbclient's sync wrapper is bound to the base coroutine: override it here.
+            super().start_new_kernel(**kwargs)
+            provisioner = getattr(self.km, "provisioner", None)
+            pid = getattr(provisioner, "pid", None)
+            if pid is not None:
+                self.jp.pid = pid
+                if self.jp.on_kernel is not None:
+                    self.jp.on_kernel(pid)
+
+        def papermill_execute_cells(self) -> None:
+            from nbclient.exceptions import CellExecutionError
+
+            request = self.jp.request
+            meta = self.nb.metadata.get(META_KEY, {})
+            for index, cell in enumerate(self.nb.cells):
+                tags = cell.metadata.get("tags", [])
+                if LOAD_TAG in tags:
+                    # Pre-warming ends here: parameters and definitions already ran.
+                    cell.source = render_load(self.jp.inputs())
+                elif SAVE_TAG in tags:
+                    cell.source = render_save(
+                        os.path.abspath(request.output_dir),
+                        list(request.outputs),
+                        list(meta.get("metrics", [])),
+                    )
+                try:
+                    self.nb_man.cell_start(cell, index)
+                    self.execute_cell(cell, index)
+                except CellExecutionError as ex:
+                    self.nb_man.cell_exception(self.nb.cells[index], cell_index=index, exception=ex)
+                    break
+                finally:
+                    self.nb_man.cell_complete(self.nb.cells[index], cell_index=index)
+
+        def log_output_message(self, output: Any) -> None:
+            super().log_output_message(output)
+            if output.output_type == "error" and self.stderr_file:
+                self.stderr_file.write(_ANSI.sub("", "\n".join(output.traceback)) + "\n")
+                self.stderr_file.flush()
+
+    class Engine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(
+            cls,
+            nb_man: Any,
+            kernel_name: str,
+            log_output: bool = False,
+            stdout_file: Any = None,
+            stderr_file: Any = None,
+            start_timeout: int = 60,
+            execution_timeout: int | None = None,
+            jp_context: _Context | None = None,
+            jp_kernel_kwargs: dict[str, Any] | None = None,
+            **kwargs: Any,
+        ) -> Any:
+            assert jp_context is not None
+            kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
+            jp_context.nb = nb_man.nb
+            client = Client(
+                nb_man,
+                timeout=execution_timeout,
+                startup_timeout=start_timeout,
+                kernel_name=kernel_name,
+                log=logger,
+                log_output=log_output,
+                stdout_file=stdout_file,
+                stderr_file=stderr_file,
+                **kwargs,
+            )
+            client.jp = jp_context
+            return client.execute(**(jp_kernel_kwargs or {}))
+
+    papermill_engines.register(ENGINE_NAME, Engine)
+
+
+def _source_cell(cell: Any) -> int | None:
+    return cell.get("metadata", {}).get(META_KEY, {}).get("source_cell")
+
+
+def _definition_cell(cell: Any, traceback: list[str]) -> int | None:
+    """Map an error in the definitions cell back to the source cell of the failing snippet."""
+    snippets = cell.get("metadata", {}).get(META_KEY, {}).get("snippets", [])
+    for line in traceback:
+        match = _CELL_LINE.search(_ANSI.sub("", line))
+        if match:
+            lineno = int(match.group(1))
+            for s in snippets:
+                if s["start"] <= lineno < s["start"] + s["lines"]:
+                    return s["cell"]
+            return None
+    return None
+
+
+def _find_failure(step: str, nb: NotebookNode) -> StepFailure:
+    """Locate the first error in an executed step notebook and pin it to a source cell."""
+    for cell in nb.cells:
+        if cell.get("cell_type") != "code":
+            continue
+        error = next((o for o in cell.get("outputs", []) if o.get("output_type") == "error"), None)
+        running = cell.get("metadata", {}).get("papermill", {}).get("status") == "running"
+        if error is None and not running:
+            continue
+        if error is not None:
+            ename, evalue = error.get("ename", "Error"), error.get("evalue", "")
+            traceback = [_ANSI.sub("", t) for t in error.get("traceback", [])]
+        else:  # the kernel died while this cell ran
+            ename, evalue, traceback = "DeadKernelError", "the kernel died", []
+        tags = cell.get("metadata", {}).get("tags", [])
+        index = _source_cell(cell)
+        what = f"{ename}: {evalue}" if evalue else ename
+        if index is not None:
+            message = f"step {step} failed in cell {index}: {what}"
+        elif DEFINITIONS_TAG in tags:
+            index = _definition_cell(cell, traceback)
+            where = f" (from cell {index})" if index is not None else ""
+            message = f"step {step} failed replaying its imports and definitions{where}: {what}"
+        elif LOAD_TAG in tags:
+            message = f"step {step} failed loading its inputs: {what}"
+        elif SAVE_TAG in tags:
+            if ename == "UnserializableValue":
+                message = f"step {step}: {evalue}"
+            else:
+                message = f"step {step} failed saving its outputs: {what}"
+        elif PARAMETERS_TAG in tags or "injected-parameters" in tags:
+            message = f"step {step} failed setting its parameters: {what}"
+        else:
+            message = f"step {step} failed: {what}"
+        return StepFailure(
+            step=step, cell=index, ename=ename, evalue=evalue, traceback=traceback, message=message
+        )
+    return StepFailure(
+        step=step, ename="StepError", evalue="", message=f"step {step} failed (no error recorded)"
+    )
+
+
+def _export_html(notebook_path: str) -> str:
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(notebook_path, as_version=4)
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    html_path = os.path.splitext(notebook_path)[0] + ".html"
+    with open(html_path, "w", encoding="utf-8") as f:
+        f.write(body)
+    return html_path
+
+
+def _read_outputs(output_dir: str) -> tuple[list[SavedValue], dict[str, Any]]:
+    outputs: list[SavedValue] = []
+    metrics: dict[str, Any] = {}
+    path = os.path.join(output_dir, OUTPUTS_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            for rec in json.load(f):
+                outputs.append(
+                    SavedValue(
+                        name=rec["name"],
+                        path=rec["path"],
+                        serializer=rec["serializer"],
+                        type=rec["type"],
+                        digest=rec["digest"],
+                        size=rec["size"],
+                    )
+                )
+    path = os.path.join(output_dir, METRICS_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            metrics = json.load(f)
+    return outputs, metrics
+
+
+def run_step(
+    request: StepRequest,
+    *,
+    ready: Callable[[], dict[str, str]] | None = None,
+    on_kernel: Callable[[int], None] | None = None,
+    check: bool = False,
+) -> StepResult:
+    """Execute a step notebook with papermill in a fresh kernel.
+
+    The executed notebook is always written to ``request.executed_notebook`` (and exported
+    to HTML if ``request.html``) before this returns or raises. Cell output streams to
+    ``request.log_path`` as it runs.
+
+    Args:
+        request: What to run and where (see :class:`StepRequest`).
+        ready: Pre-warming. If given, the kernel starts and runs the parameters and
+            definitions cells first; then ``ready()`` is called. It blocks until the
+            inputs exist and returns the input map (name → directory), replacing
+            ``request.inputs``; raising aborts the step (the exception propagates after
+            the kernel is shut down and the executed notebook saved).
+        on_kernel: Called with the kernel's process id as soon as it exists. The kernel
+            leads its own process group: :func:`kill_kernel` stops it and its children.
+        check: Raise :class:`StepExecutionError` instead of returning a failed result.
+
+    Returns:
+        The result: saved outputs with digests, metrics, failure (if any), timings.
+    """
+    import papermill
+    from papermill.engines import papermill_engines
+    from papermill.exceptions import PapermillExecutionError
+
+    if ENGINE_NAME not in papermill_engines._engines:
+        _register_engine()
+
+    started = time.time()
+    executed_path = os.path.abspath(request.executed_notebook)
+    output_dir = os.path.abspath(request.output_dir)
+    os.makedirs(os.path.dirname(executed_path), exist_ok=True)
+    os.makedirs(output_dir, exist_ok=True)
+    for stale in (OUTPUTS_FILE, METRICS_FILE):
+        if os.path.exists(os.path.join(output_dir, stale)):
+            os.remove(os.path.join(output_dir, stale))
+
+    nb = nbformat.from_dict(request.step_notebook)
+    step_meta = nb.metadata.get(META_KEY, {})
+    wanted = step_meta.get("parameters")
+    parameters = {k: v for k, v in request.parameters.items() if wanted is None or k in set(wanted)}
+    ctx = _Context(request, ready, on_kernel)
+    cwd = os.path.abspath(request.cwd) if request.cwd else os.getcwd()
+
+    log = open(request.log_path, "a", encoding="utf-8") if request.log_path else None  # noqa: SIM115
+    # The kernel process's own stdout/stderr (subprocesses, C extensions, `os.system`)
+    # goes to the log too, never to the runner's terminal.
+    kernel_kwargs: dict[str, Any] = {
+        "stdout": log if log is not None else subprocess.DEVNULL,
+        "stderr": log if log is not None else subprocess.DEVNULL,
+    }
+    if request.env:
+        kernel_kwargs["env"] = {**os.environ, **request.env}
+    failure: StepFailure | None = None
+    html: str | None = None
+    try:
+        try:
+            papermill.execute_notebook(
+                nb,
+                executed_path,
+                parameters=parameters or None,
+                engine_name=ENGINE_NAME,
+                kernel_name=request.kernel_name,
+                language="python",
+                progress_bar=False,
+                log_output=False,
+                stdout_file=log,
+                stderr_file=log,
+                # Not papermill's `cwd`: that chdirs the whole process (unsafe with threads).
+                resources={"metadata": {"path": cwd}},
+                jp_context=ctx,
+                jp_kernel_kwargs=kernel_kwargs,
+            )
+        except PapermillExecutionError:
+            assert ctx.nb is not None
+            failure = _find_failure(request.step, ctx.nb)
+        except BaseException:
+            if ctx.ready_error is not None or ctx.nb is None:
+                raise
+            # Kernel died (cancelled), timed out, …: papermill saved what ran.
+            failure = _find_failure(request.step, ctx.nb)
+            if failure.ename == "StepError":
+                raise
+    finally:
+        if log is not None:
+            log.close()
+        if ctx.nb is not None and not os.path.exists(executed_path):
+            nbformat.write(ctx.nb, executed_path)
+        if request.html and os.path.exists(executed_path):
+            html = _export_html(executed_path)
+
+    outputs, metrics = ([], {}) if failure else _read_outputs(output_dir)
+    result = StepResult(
+        step=request.step,
+        status="failed" if failure else "succeeded",
+        outputs=outputs,
+        metrics=metrics,
+        executed_notebook=executed_path,
+        html=html,
+        failure=failure,
+        started=started,
+        finished=time.time(),
+    )
+    if check and failure is not None:
+        raise StepExecutionError(failure, result)
+    return result

@@ -1,0 +1,182 @@
+"""Generating a step notebook from the source notebook, and merging executed steps back."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import nbformat
+from nbformat import NotebookNode
+
+from jupyter_pipeline.model import Pipeline
+
+__all__ = [
+    "DEFINITIONS_TAG",
+    "LOAD_TAG",
+    "PARAMETERS_TAG",
+    "SAVE_TAG",
+    "build_step_notebook",
+    "merge_outputs",
+    "render_load",
+    "render_save",
+]
+
+PARAMETERS_TAG = "parameters"
+DEFINITIONS_TAG = "jupyter-pipeline-definitions"
+LOAD_TAG = "jupyter-pipeline-load"
+SAVE_TAG = "jupyter-pipeline-save"
+META_KEY = "jupyter_pipeline"
+STATE_PREFIX = "__state__:"
+_KERNEL_MODULE = "jupyter_pipeline.runtime.kernel"
+# Tags of user cells that must not run again inside a step (the generated parameters cell
+# already defines their names, and re-running them would undo papermill's injection).
+_PARAMETER_TAGS = {"parameters", "injected-parameters", "pipeline-parameters"}
+_SKIP_TAG = "skip-execution"  # nbclient's default skip_cells_with_tag
+
+
+def render_load(inputs: dict[str, str | None]) -> str:
+    """Source of the load-inputs cell for an input map (name → saved-value directory)."""
+    return f"__import__({_KERNEL_MODULE!r}, fromlist=['_']).load_inputs(globals(), {inputs!r})"
+
+
+def render_save(output_dir: str | None, outputs: list[str], metrics: list[str]) -> str:
+    """Source of the save-outputs cell."""
+    return (
+        f"__import__({_KERNEL_MODULE!r}, fromlist=['_'])"
+        f".save_outputs(globals(), {output_dir!r}, {outputs!r}, {metrics!r})"
+    )
+
+
+def _generated(source: str, tag: str, cell_id: str, **meta: Any) -> NotebookNode:
+    cell = nbformat.v4.new_code_cell(source)
+    cell.id = cell_id
+    cell.metadata["tags"] = [tag]
+    cell.metadata[META_KEY] = {"generated": tag, **meta}
+    return cell
+
+
+def build_step_notebook(
+    source_nb: NotebookNode, pipeline: Pipeline, step_name: str
+) -> NotebookNode:
+    """Generate the notebook that runs one step in a fresh kernel.
+
+    Cells, in order: ``parameters`` (assignments of the pipeline parameters the step
+    reads; papermill injects overrides after it), definitions (replayed imports, functions,
+    classes and state settings), load inputs, the step's own cells (ids and metadata kept,
+    plus ``metadata.jupyter_pipeline.source_cell``), save outputs (and metrics). The load
+    and save cells get their paths at run time (:func:`render_load`, :func:`render_save`).
+
+    Args:
+        source_nb: The user's notebook (not modified).
+        pipeline: The analyzed pipeline.
+        step_name: Which step.
+
+    Returns:
+        A new nbformat v4 notebook.
+
+    Raises:
+        KeyError: No step has that name.
+    """
+    step = pipeline.step(step_name)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = copy.deepcopy(source_nb.get("metadata", {}))
+    nb.metadata.pop("papermill", None)
+    nb.metadata.setdefault(
+        "kernelspec",
+        {"name": pipeline.kernel_name, "display_name": "Python 3", "language": "python"},
+    )
+    inputs = list(step.inputs) + [STATE_PREFIX + s for s in step.state_inputs]
+    outputs = list(step.outputs) + [STATE_PREFIX + s for s in step.state_outputs]
+    metrics = list(step.metrics) if step.role == "metrics" else []
+    nb.metadata[META_KEY] = {
+        "step": step.name,
+        "role": step.role,
+        "source_notebook": pipeline.notebook,
+        "parameters": list(step.parameters),
+        "inputs": inputs,
+        "outputs": outputs,
+        "metrics": metrics,
+    }
+
+    wanted = set(step.parameters)
+    params = [p.source for p in pipeline.parameters if p.name in wanted]
+    nb.cells.append(_generated("\n".join(params), PARAMETERS_TAG, "jp-parameters"))
+
+    # The helper import (last, after any `from __future__` import) warms the load/save module
+    # during pre-warming; the trailing `pass` keeps a snippet's last expression from displaying.
+    lines: list[str] = []
+    snippets = []
+    for d in step.definitions:
+        source = d.source.rstrip("\n")
+        snippets.append(
+            {
+                "cell": d.cell,
+                "line": d.line,
+                "start": len(lines) + 1,
+                "lines": source.count("\n") + 1,
+            }
+        )
+        lines.extend(source.split("\n"))
+    lines += [f"__import__({_KERNEL_MODULE!r})", "pass"]
+    nb.cells.append(
+        _generated("\n".join(lines), DEFINITIONS_TAG, "jp-definitions", snippets=snippets)
+    )
+    nb.cells.append(_generated(render_load(dict.fromkeys(inputs)), LOAD_TAG, "jp-load"))
+
+    seen_ids = {c.id for c in nb.cells}
+    for index in step.cells:
+        cell = copy.deepcopy(source_nb.cells[index])
+        cell_id = cell.get("id") or f"cell-{index}"
+        if cell_id in seen_ids:
+            cell_id = f"{cell_id[:50]}-{index}"
+        seen_ids.add(cell_id)
+        cell["id"] = cell_id
+        cell.setdefault("metadata", {})
+        cell.metadata[META_KEY] = {"source_cell": index}
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+            tags = cell.metadata.get("tags", [])
+            if _PARAMETER_TAGS & set(tags):
+                cell.metadata["tags"] = [t for t in tags if t not in _PARAMETER_TAGS] + [_SKIP_TAG]
+        nb.cells.append(cell)
+
+    nb.cells.append(_generated(render_save(None, outputs, metrics), SAVE_TAG, "jp-save"))
+    nb.nbformat, nb.nbformat_minor = 4, max(5, source_nb.get("nbformat_minor", 5))
+    return nb
+
+
+def merge_outputs(source_nb: NotebookNode, executed: dict[str, NotebookNode]) -> NotebookNode:
+    """The source notebook with every code cell's outputs taken from its executed step.
+
+    Each executed step notebook cell carrying ``metadata.jupyter_pipeline.source_cell``
+    gives that source cell its outputs and execution count; code cells no step ran
+    (skipped cells) come out empty, as papermill would clear them. The notebook "as if run
+    top to bottom". Neither argument is modified.
+
+    Args:
+        source_nb: The user's notebook.
+        executed: Step name → executed step notebook.
+
+    Returns:
+        A new notebook.
+    """
+    merged = copy.deepcopy(source_nb)
+    merged.metadata.pop("papermill", None)
+    filled: set[int] = set()
+    for step_nb in executed.values():
+        for cell in step_nb.get("cells", []):
+            index = cell.get("metadata", {}).get(META_KEY, {}).get("source_cell")
+            if index is None or not 0 <= index < len(merged.cells):
+                continue
+            target = merged.cells[index]
+            if target.cell_type != "code" or cell.get("cell_type") != "code":
+                continue
+            target.outputs = copy.deepcopy(cell.get("outputs", []))
+            target.execution_count = cell.get("execution_count")
+            filled.add(index)
+    for index, cell in enumerate(merged.cells):
+        if cell.cell_type == "code" and index not in filled:
+            cell.outputs = []
+            cell.execution_count = None
+    return nbformat.from_dict(merged)

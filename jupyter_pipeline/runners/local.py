@@ -555,6 +555,7 @@ class _Execution:
             cwd=str(self.source_path.parent),
             kernel_name=self.pipeline.kernel_name,
             log_path=str(node.dir / "log.txt"),
+            env=dict(node.step.settings.env),
         )
 
         def ready() -> dict[str, str]:

@@ -1,0 +1,203 @@
+"""LocalRunner with real kernels: parallelism, pre-warming, cache, failure, retries, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from jupyter_pipeline.analysis import analyze_notebook
+from jupyter_pipeline.model import RunState
+from jupyter_pipeline.runners.local import LocalRunner
+from jupyter_pipeline.store import RunStore
+
+pytestmark = pytest.mark.kernel
+
+
+def _cell(source: str, *tags: str):
+    cell = new_code_cell(source)
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def write_nb(path: Path, cells) -> Path:
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+    return path
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _steps(run):
+    return {s.step: s for s in run.steps}
+
+
+def _overlap(a, b) -> bool:
+    return a.started < b.finished and b.started < a.finished
+
+
+@pytest.fixture
+def store(tmp_path):
+    return RunStore(tmp_path / "store" / "runs.sqlite")
+
+
+DIAMOND = [
+    new_markdown_cell("# Diamond"),
+    _cell("import time", "imports"),
+    _cell("x = 1\nprint('x is', x)", "step:a"),
+    _cell("time.sleep(1.5)\ny = x + 1\nprint('y is', y)", "step:b", "prev:a"),
+    _cell("time.sleep(1.5)\nz = x + 2\nprint('z is', z)", "step:c", "prev:a"),
+    _cell("total = y + z\nprint('total', total)\ntotal", "step:d", "prev:b", "prev:c"),
+]
+
+
+def test_branches_overlap_prewarm_merge_and_cache(tmp_path, store):
+    nb_path = write_nb(tmp_path / "diamond.ipynb", DIAMOND)
+    before = _digest(nb_path)
+    pipeline = analyze_notebook(nb_path)
+    events = []
+    runner = LocalRunner(store, max_parallel=2)
+    out = tmp_path / "merged.ipynb"
+    run = runner.run(
+        pipeline, nb_path, output=out, on_event=lambda e: events.append((time.time(), e))
+    )
+
+    assert run.state is RunState.succeeded, run
+    s = _steps(run)
+    assert all(st.state is RunState.succeeded for st in s.values())
+    # The two branches ran at the same time; d only after both.
+    assert _overlap(s["b"], s["c"])
+    assert s["d"].started >= max(s["b"].finished, s["c"].finished)
+    assert s["b"].started >= s["a"].finished
+    # d's kernel was started (pre-warmed) while b and c were still running.
+    warmed = [t for t, e in events if e.kind == "warming" and e.step == "d"]
+    assert warmed and warmed[0] < s["b"].finished
+    # Recorded paths exist; outputs carry digests.
+    for st in s.values():
+        assert Path(st.executed_notebook).exists() and Path(st.log_path).exists()
+    assert set(s["a"].outputs) == {"x"} and s["a"].digests["x"].startswith("sha256:")
+    assert Path(run.run_dir) == store.runs_dir / run.id
+
+    merged = nbformat.read(str(out), as_version=4)
+    texts = [
+        "".join(o.get("text", "")) for c in merged.cells if c.cell_type == "code" for o in c.outputs
+    ]
+    assert "x is 1\n" in texts and "y is 2\n" in texts and "total 5\n" in texts
+    assert merged.cells[5].outputs[-1]["data"]["text/plain"] == "5"
+    assert _digest(nb_path) == before  # the source notebook is never touched
+
+    # Second run: everything cached, nothing executed, outputs identical.
+    again = runner.run(pipeline, nb_path, output=tmp_path / "merged2.ipynb")
+    assert again.state is RunState.succeeded
+    assert [st.state for st in again.steps] == [RunState.cached] * 4
+    assert _steps(again)["d"].digests == s["d"].digests
+    merged2 = nbformat.read(str(tmp_path / "merged2.ipynb"), as_version=4)
+    assert [c.get("outputs") for c in merged2.cells] == [c.get("outputs") for c in merged.cells]
+
+    # Edit b only: b and its dependent d re-run, a and c come from the cache.
+    cells = list(DIAMOND)
+    cells[3] = _cell("time.sleep(0.1)\ny = x + 10\nprint('y is', y)", "step:b", "prev:a")
+    write_nb(nb_path, cells)
+    edited = runner.run(analyze_notebook(nb_path), nb_path)
+    states = {k: v.state for k, v in _steps(edited).items()}
+    assert states == {
+        "a": RunState.cached,
+        "b": RunState.succeeded,
+        "c": RunState.cached,
+        "d": RunState.succeeded,
+    }
+
+    # --no-cache runs everything again.
+    fresh = LocalRunner(store, max_parallel=2, cache=False).run(analyze_notebook(nb_path), nb_path)
+    assert [st.state for st in fresh.steps] == [RunState.succeeded] * 4
+
+
+def test_failure_skips_dependents_and_retries(tmp_path, store):
+    nb_path = write_nb(
+        tmp_path / "fail.ipynb",
+        [
+            _cell("x = 2", "step:a"),
+            _cell("print('before')\ny = x / 0", "step:bad", "prev:a"),
+            _cell("z = y + 1", "step:after", "prev:bad"),
+            _cell(
+                "import pathlib\n"
+                "p = pathlib.Path('attempts.txt')\n"
+                "n = int(p.read_text()) if p.exists() else 0\n"
+                "p.write_text(str(n + 1))\n"
+                "assert n >= 1, 'fails the first time'\n"
+                "w = x * 3",
+                "step:flaky",
+                "prev:a",
+                "retry:1",
+            ),
+            _cell("print(w)", "step:uses-flaky", "prev:flaky"),
+        ],
+    )
+    run = LocalRunner(store, max_parallel=2).run(analyze_notebook(nb_path), nb_path)
+    s = _steps(run)
+    assert run.state is RunState.failed
+    assert s["a"].state is RunState.succeeded
+    assert s["bad"].state is RunState.failed
+    assert s["bad"].error_cell == 1
+    assert "ZeroDivisionError" in s["bad"].error
+    assert s["after"].state is RunState.skipped  # downstream of the failure
+    # The independent branch went on; its step failed once and passed on retry.
+    assert s["flaky"].state is RunState.succeeded and s["flaky"].attempts == 2
+    assert s["uses-flaky"].state is RunState.succeeded
+    # The executed notebook of the failed step is kept, with the error in it.
+    executed = nbformat.read(s["bad"].executed_notebook, as_version=4)
+    errors = [o for c in executed.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert errors and errors[0].ename == "ZeroDivisionError"
+    assert (tmp_path / "attempts.txt").read_text() == "2"  # cwd was the notebook's folder
+
+
+def test_cancel_kills_every_kernel_and_child(tmp_path, store):
+    nb_path = write_nb(
+        tmp_path / "slow.ipynb",
+        [
+            _cell("import subprocess, time", "imports"),
+            _cell("child = subprocess.Popen(['sleep', '300'])\ntime.sleep(300)", "step:one"),
+            _cell("time.sleep(300)", "step:two"),
+            _cell("print('never')", "step:three", "prev:one"),
+        ],
+    )
+    runner = LocalRunner(store, max_parallel=2)
+    result = {}
+    thread = threading.Thread(
+        target=lambda: result.setdefault("run", runner.run(analyze_notebook(nb_path), nb_path))
+    )
+    thread.start()
+    run_id = None
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        runs = store.list_runs(limit=1)
+        if runs and sum(st.state is RunState.running for st in runs[0].steps) == 2:
+            run_id = runs[0].id
+            break
+        time.sleep(0.2)
+    assert run_id, "steps never started"
+    time.sleep(1.0)  # let `one` spawn its child
+    pids = [store.step_extra(run_id, n)["kernel_pid"] for n in ("one", "two", "three")]
+    assert pids[0] and pids[1]
+    family = [psutil.Process(p) for p in pids if p and psutil.pid_exists(p)]
+    family += [c for p in family for c in p.children(recursive=True)]
+    assert any("sleep" in " ".join(p.cmdline()) for p in family)
+
+    assert runner.cancel(run_id[:5])
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    run = result["run"]
+    assert run.state is RunState.cancelled
+    assert {st.state for st in run.steps} == {RunState.cancelled}
+    _, alive = psutil.wait_procs(family, timeout=10)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]

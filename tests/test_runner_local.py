@@ -29,7 +29,7 @@ def _cell(source: str, *tags: str):
 
 def write_nb(path: Path, cells) -> Path:
     nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
     nbformat.write(nb, str(path))
     return path
 

@@ -223,7 +223,7 @@ class _Progress:
                 f"[{_COLORS[state]}]{_ICONS[state]}[/]",
                 s.step,
                 f"[{_COLORS[state]}]{label}[/]",
-                _duration(s),
+                _duration(s) if state != "cached" else "",
                 f"[dim]{note}[/]",
             )
         return table
@@ -239,7 +239,7 @@ class _Progress:
             if self.seen.get(s.step) == state or state == "queued":
                 continue
             self.seen[s.step] = state
-            extra = f" {_duration(s)}" if state not in ("running", "skipped") else ""
+            extra = f" {_duration(s)}" if state not in ("running", "skipped", "cached") else ""
             if state == "running" and s.attempts > 1:
                 extra = f" (attempt {s.attempts})"
             if state in ("failed", "skipped", "cancelled") and s.error:

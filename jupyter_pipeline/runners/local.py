@@ -322,16 +322,9 @@ class _Execution:
         self.emit("step", node.step.name)
 
     def injected_parameters(self, step: Step) -> dict[str, Any]:
-        """Values injected into a step: those it reads, plus any override of a default.
-
-        Overrides go to every step so a parameter the analysis missed still gets its value.
-        """
-        defaults = {p.name: p.default for p in self.pipeline.parameters}
-        return {
-            name: value
-            for name, value in self.parameters.items()
-            if name in step.parameters or value != defaults.get(name)
-        }
+        """Values injected into a step: the parameters it reads (its parameters cell holds
+        only those, so they are also all that can change its results)."""
+        return {name: self.parameters[name] for name in step.parameters if name in self.parameters}
 
     def deps_state(self, node: _Node) -> str:
         """``ok`` (all done), ``bad`` (one failed/skipped/cancelled) or ``pending``."""

@@ -154,7 +154,7 @@ def read_notebook(path: str | Path) -> NotebookNode:
         raise NotebookError(
             p, f"is not valid JSON (line {exc.lineno}: {exc.msg}); is it really an .ipynb file?"
         ) from None
-    if not isinstance(raw, dict) or "cells" not in raw and "worksheets" not in raw:
+    if not isinstance(raw, dict) or ("cells" not in raw and "worksheets" not in raw):
         raise NotebookError(p, "is JSON but not a Jupyter notebook (no 'cells'); give an .ipynb")
     major = raw.get("nbformat")
     if not isinstance(major, int) or major < 4:
@@ -244,7 +244,9 @@ def _parse_tags(path: str, cell: Cell, diags: list[Diagnostic]) -> _CellTags:
             out.cache = rest == "enabled"
         elif head in ("retry", "retries") and _:
             if not rest.isdigit():
-                raise NotebookError(path, f"tag {tag!r} should be retry:N, e.g. retry:2", cell.index)
+                raise NotebookError(
+                    path, f"tag {tag!r} should be retry:N, e.g. retry:2", cell.index
+                )
             out.retries = int(rest)
         elif head == "env" and _:
             key, eq, value = rest.partition("=")
@@ -355,9 +357,7 @@ def parse_notebook(
 
     top_heading = None
     if split == "headings":
-        levels = [
-            _heading_level(c.source) for c in cells if c.cell_type == "markdown"
-        ]
+        levels = [_heading_level(c.source) for c in cells if c.cell_type == "markdown"]
         present = [lv for lv in levels if lv is not None]
         top_heading = min(present) if present else None
         if top_heading is not None and levels.count(top_heading) == 1:
@@ -425,7 +425,7 @@ def parse_notebook(
         return span
 
     has_step_tags = any(t.step for t in parsed_tags)
-    for cell, tags in zip(cells, parsed_tags):
+    for cell, tags in zip(cells, parsed_tags, strict=True):
         i = cell.index
         if cell.cell_type != "code":
             if split == "headings" and top_heading is not None:
@@ -458,7 +458,9 @@ def parse_notebook(
             new_step = tags.step
         if new_step is not None:
             last_step = open_span(new_step, "step", i)
-        elif current is None or (current.role != "step" and current.role not in ("imports", "functions")):
+        elif current is None or (
+            current.role != "step" and current.role not in ("imports", "functions")
+        ):
             if last_step is None:
                 base = "main" if not has_step_tags and split == "tags" else "preamble"
                 last_step = open_span(base, "step", i)
@@ -467,8 +469,18 @@ def parse_notebook(
         current.cells.append(i)
         pending_markdown = []
         _apply_settings(current, tags)
-        for target in tags.prev:
-            current.prev.append((kfp_name(target), i))
+        if split == "tags":
+            for target in tags.prev:
+                current.prev.append((kfp_name(target), i))
+        elif tags.prev:
+            diags.append(
+                Diagnostic(
+                    code="prev-ignored",
+                    severity=Severity.info,
+                    cell=i,
+                    message=f"prev: tags are ignored with --split {split}; data gives the order",
+                )
+            )
 
     # Trailing markdown already sits in the last span; spans that kept only markdown drop.
     spans = [s for s in spans if any(cells[i].cell_type == "code" for i in s.cells)]
@@ -509,6 +521,8 @@ def parse_notebook(
         name=name,
         description=str(kale.get("pipeline_description") or ""),
         image=kale.get("docker_image") or None,
-        experiment=(kale.get("experiment") or {}).get("name") or kale.get("experiment_name") or None,
+        experiment=(kale.get("experiment") or {}).get("name")
+        or kale.get("experiment_name")
+        or None,
         kernel_name=(meta.get("kernelspec") or {}).get("name") or "python3",
     )

@@ -1,0 +1,931 @@
+"""Per-cell scope analysis: the ordered events a cell's top level performs on global names.
+
+A cell becomes a list of :class:`Event` s in evaluation order: reads, binds (data or
+definition), deletes, possible mutations, calls (kept whole, since what a call does depends on
+what its callee is bound to *at that point of the notebook*, which only the notebook-order pass
+in :mod:`jupyter_pipeline.analysis.pipeline` knows), magics, names used inside strings.
+Function, lambda, class and comprehension scopes do not leak: their bodies are summarized into
+what they read and change in the global scope when called.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Any
+
+from jupyter_pipeline.analysis.knowledge import (
+    CODE_LINE_MAGICS,
+    PURE_METHODS,
+    QUERY_METHODS,
+)
+from jupyter_pipeline.analysis.source import ParsedCell, parse_code_string
+
+__all__ = ["CallInfo", "CellFacts", "DefInfo", "Event", "FuncSummary", "analyze_cell"]
+
+# Condition contexts: a conditional block gets a fresh id; a context is the tuple of ids of
+# the blocks around a statement, () at the top level. A name bound in context B is surely
+# bound for code in context R when B is a prefix of R.
+_context_ids = count(1)
+Cond = tuple[int, ...]
+
+_QUERY_REF = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
+
+
+@dataclass(slots=True)
+class CallInfo:
+    """A call, as written: the pass resolves what its callee is.
+
+    Attributes:
+        path: Dotted callee (``("np", "random", "seed")``), empty when not a dotted name.
+        args: Root variable of each positional argument (None when not rooted in a name).
+        kwargs: Root variable of each keyword argument.
+        strings: String literals among the positional arguments (None elsewhere).
+        kwstrings: String-literal keyword arguments.
+        inplace: ``inplace=True`` was passed.
+        statement: The call is a whole top-level statement (replayable as state).
+        source: That statement's source, when ``statement``.
+    """
+
+    path: tuple[str, ...]
+    args: list[str | None] = field(default_factory=list)
+    kwargs: dict[str, str | None] = field(default_factory=dict)
+    strings: list[str | None] = field(default_factory=list)
+    kwstrings: dict[str, str] = field(default_factory=dict)
+    inplace: bool = False
+    statement: bool = False
+    source: str = ""
+
+
+@dataclass(slots=True)
+class FuncSummary:
+    """What calling a function (or instantiating a class) does to global names."""
+
+    reads: set[str] = field(default_factory=set)
+    writes: set[str] = field(default_factory=set)
+    mutates: set[str] = field(default_factory=set)
+    mutated_params: set[int | str] = field(default_factory=set)
+    calls: list[CallInfo] = field(default_factory=list)
+    param_names: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class DefInfo:
+    """A binding made by ``import``, ``def`` or ``class``: replayed, not pickled.
+
+    Attributes:
+        source: The statement's source (decorators included).
+        reads: Names the statement reads when it runs (decorators, defaults, bases, class body).
+        summary: For functions and classes, what calling them does.
+        origin: For imports, the dotted name bound (``numpy`` for ``import numpy as np``).
+        statement_id: Identifies the statement (several names may share it).
+    """
+
+    source: str
+    reads: list[str] = field(default_factory=list)
+    summary: FuncSummary | None = None
+    origin: str | None = None
+    statement_id: int = 0
+
+
+@dataclass(slots=True)
+class Event:
+    """One thing a cell does to a global name, in evaluation order.
+
+    ``op`` is one of: ``read``, ``bind``, ``del``, ``mutate``, ``call``, ``magic``, ``string``
+    (name used inside a string), ``dynamic`` (eval/exec/globals() we cannot see into),
+    ``star`` (star import), ``file`` (literal path read or written).
+    """
+
+    op: str
+    name: str
+    line: int
+    cond: Cond = ()
+    kind: str = "data"
+    info: Any = None
+
+
+@dataclass
+class CellFacts:
+    """The events of one cell plus whether it can be seen into at all."""
+
+    events: list[Event]
+    opaque_magic: str | None = None
+    cell_magic: str | None = None
+    cell_magic_args: str = ""
+
+
+def _root(node: ast.AST) -> str | None:
+    """The variable an expression like ``a.b[c].d`` hangs from (``a``)."""
+    while True:
+        if isinstance(node, ast.Name):
+            return node.id
+        if isinstance(node, ast.Attribute | ast.Subscript | ast.Starred):
+            node = node.value
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            # `df.drop(...).fillna(...)`: still rooted in df for receiver purposes
+            node = node.func.value
+        else:
+            return None
+
+
+def _dotted(node: ast.AST) -> tuple[str, ...]:
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return tuple(reversed(parts))
+    return ()
+
+
+def _str_const(node: ast.AST | None) -> str | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    return None
+
+
+def _target_names(target: ast.AST) -> list[str]:
+    out: list[str] = []
+    for n in ast.walk(target):
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+            out.append(n.id)
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# Nested scopes: free names and effects of functions, lambdas, classes, comprehensions.
+# ----------------------------------------------------------------------------------------
+
+
+class _ScopeBindings(ast.NodeVisitor):
+    """Names a function scope binds (locals) and declares global/nonlocal."""
+
+    def __init__(self) -> None:
+        self.bound: set[str] = set()
+        self.globals: set[str] = set()
+        self.nonlocals: set[str] = set()
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if isinstance(node.ctx, ast.Store | ast.Del):
+            self.bound.add(node.id)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        self.bound.add(node.name)
+        for d in node.decorator_list:
+            self.visit(d)
+        for d in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
+            self.visit(d)
+
+    visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        self.bound.add(node.name)
+        for d in node.decorator_list + node.bases + [k.value for k in node.keywords]:
+            self.visit(d)
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        for d in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
+            self.visit(d)
+
+    def _comp(self, node: Any) -> None:
+        # Only walrus targets inside a comprehension bind in the enclosing scope.
+        for n in ast.walk(node):
+            if isinstance(n, ast.NamedExpr) and isinstance(n.target, ast.Name):
+                self.bound.add(n.target.id)
+        self.visit(node.generators[0].iter)
+
+    visit_ListComp = visit_SetComp = visit_GeneratorExp = visit_DictComp = _comp
+
+    def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
+        for a in node.names:
+            if a.name != "*":
+                self.bound.add((a.asname or a.name).split(".")[0])
+
+    visit_ImportFrom = visit_Import  # type: ignore[assignment]
+
+    def visit_Global(self, node: ast.Global) -> None:
+        self.globals.update(node.names)
+
+    def visit_Nonlocal(self, node: ast.Nonlocal) -> None:
+        self.nonlocals.update(node.names)
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
+        if node.name:
+            self.bound.add(node.name)
+        self.generic_visit(node)
+
+    def visit_MatchAs(self, node: ast.MatchAs) -> None:
+        if node.name:
+            self.bound.add(node.name)
+        self.generic_visit(node)
+
+    def visit_MatchStar(self, node: ast.MatchStar) -> None:
+        if node.name:
+            self.bound.add(node.name)
+
+    def visit_MatchMapping(self, node: ast.MatchMapping) -> None:
+        if node.rest:
+            self.bound.add(node.rest)
+        self.generic_visit(node)
+
+
+def _param_names(args: ast.arguments) -> list[str]:
+    names = [a.arg for a in args.posonlyargs + args.args]
+    if args.vararg:
+        names.append(args.vararg.arg)
+    names += [a.arg for a in args.kwonlyargs]
+    if args.kwarg:
+        names.append(args.kwarg.arg)
+    return names
+
+
+def _positional_params(args: ast.arguments) -> list[str]:
+    return [a.arg for a in args.posonlyargs + args.args]
+
+
+class _BodyEffects(ast.NodeVisitor):
+    """Collects reads of free names and effects on them inside one nested scope.
+
+    ``local`` holds the scope's own names; every other name loaded is free (global, or bound
+    in an enclosing function, which the caller filters). Nested scopes are summarized
+    recursively and their free names bubble up.
+    """
+
+    def __init__(self, local: set[str], params: set[str], global_decl: set[str]):
+        self.local = local
+        self.params = params
+        self.global_decl = global_decl
+        self.summary = FuncSummary()
+
+    def _free(self, name: str) -> bool:
+        return name not in self.local or name in self.global_decl
+
+    def _mutate(self, node: ast.AST) -> None:
+        root = _root(node)
+        if root is None:
+            return
+        if root in self.params and root not in self.global_decl:
+            self.summary.mutated_params.add(root)
+        elif self._free(root):
+            self.summary.mutates.add(root)
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if isinstance(node.ctx, ast.Load):
+            if self._free(node.id):
+                self.summary.reads.add(node.id)
+        elif node.id in self.global_decl:
+            self.summary.writes.add(node.id)
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        self.visit(node.value)
+        for t in node.targets:
+            self._store_target(t)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        if node.value is not None:
+            self.visit(node.value)
+        self._store_target(node.target)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        self.visit(node.value)
+        if isinstance(node.target, ast.Name):
+            name = node.target.id
+            if self._free(name):
+                self.summary.reads.add(name)
+            if name in self.global_decl:
+                self.summary.writes.add(name)
+            elif name in self.params:
+                self.summary.mutated_params.add(name)  # `p += [x]` extends a list in place
+        else:
+            self.visit(node.target)
+            self._mutate(node.target)
+
+    def visit_Delete(self, node: ast.Delete) -> None:
+        for t in node.targets:
+            if isinstance(t, ast.Name):
+                if t.id in self.global_decl:
+                    self.summary.writes.add(t.id)
+            else:
+                self.visit(t)
+                self._mutate(t)
+
+    def _store_target(self, t: ast.AST) -> None:
+        if isinstance(t, ast.Name):
+            if t.id in self.global_decl:
+                self.summary.writes.add(t.id)
+        elif isinstance(t, ast.Tuple | ast.List):
+            for e in t.elts:
+                self._store_target(e)
+        elif isinstance(t, ast.Starred):
+            self._store_target(t.value)
+        else:  # attribute / subscript store: reads the container, mutates it
+            self.visit(t)
+            self._mutate(t)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        self.generic_visit(node)
+        path = _dotted(node.func)
+        if isinstance(node.func, ast.Attribute):
+            method = node.func.attr
+            inplace = any(
+                k.arg == "inplace" and isinstance(k.value, ast.Constant) and k.value.value
+                for k in node.keywords
+            )
+            if method not in PURE_METHODS or inplace:
+                self._mutate(node.func.value)
+        root = path[0] if path else None
+        if root is not None and self._free(root):
+            self.summary.calls.append(_call_info(node, path))
+
+    def _nested(self, node: ast.AST, args: ast.arguments | None, body: list[ast.stmt]) -> None:
+        inner = _summarize_scope(args, body)
+        for name in inner.reads:
+            if self._free(name):
+                self.summary.reads.add(name)
+        self.summary.writes |= inner.writes
+        for name in inner.mutates:
+            if name in self.params:
+                self.summary.mutated_params.add(name)
+            elif self._free(name):
+                self.summary.mutates.add(name)
+        self.summary.calls += inner.calls
+
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        for d in node.decorator_list:
+            self.visit(d)
+        for d in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
+            self.visit(d)
+        self._nested(node, node.args, node.body)
+
+    visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        for d in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
+            self.visit(d)
+        self._nested(node, node.args, [ast.Expr(node.body)])
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        for d in node.decorator_list + node.bases + [k.value for k in node.keywords]:
+            self.visit(d)
+        self._nested(node, None, node.body)
+
+    def _comp(self, node: Any) -> None:
+        self.visit(node.generators[0].iter)
+        inner = _comprehension_summary(node)
+        for name in inner.reads:
+            if self._free(name):
+                self.summary.reads.add(name)
+        for name in inner.mutates:
+            if name in self.params:
+                self.summary.mutated_params.add(name)
+            elif self._free(name):
+                self.summary.mutates.add(name)
+        self.summary.calls += inner.calls
+
+    visit_ListComp = visit_SetComp = visit_GeneratorExp = visit_DictComp = _comp
+
+    def visit_Global(self, node: ast.Global) -> None:
+        pass
+
+    def visit_Nonlocal(self, node: ast.Nonlocal) -> None:
+        pass
+
+
+def _summarize_scope(args: ast.arguments | None, body: list[ast.stmt]) -> FuncSummary:
+    """Summarize a function/class/lambda body: its free reads and global effects."""
+    binder = _ScopeBindings()
+    for stmt in body:
+        binder.visit(stmt)
+    params = set(_param_names(args)) if args else set()
+    local = (binder.bound | params | binder.nonlocals) - binder.globals
+    effects = _BodyEffects(local, params, binder.globals)
+    for stmt in body:
+        effects.visit(stmt)
+    s = effects.summary
+    # Nonlocal names belong to an enclosing function, not to the notebook's globals.
+    s.reads -= binder.nonlocals
+    s.param_names = _positional_params(args) if args else []
+    positions = {n: i for i, n in enumerate(s.param_names)}
+    s.mutated_params = {positions.get(str(p), p) for p in s.mutated_params}
+    return s
+
+
+def _comprehension_summary(node: Any) -> FuncSummary:
+    """Free reads of a comprehension: its targets are local, everything else is read."""
+    local: set[str] = set()
+    for gen in node.generators:
+        local.update(_target_names(gen.target))
+    walrus = {
+        n.target.id
+        for n in ast.walk(node)
+        if isinstance(n, ast.NamedExpr) and isinstance(n.target, ast.Name)
+    }
+    effects = _BodyEffects(local - walrus, set(), walrus)
+    # The first iterable is evaluated in the enclosing scope (visited by the caller).
+    for k, gen in enumerate(node.generators):
+        if k:
+            effects.visit(gen.iter)
+        for cond in gen.ifs:
+            effects.visit(cond)
+    for part in ("elt", "key", "value"):
+        if hasattr(node, part):
+            effects.visit(getattr(node, part))
+    return effects.summary
+
+
+def _call_info(node: ast.Call, path: tuple[str, ...]) -> CallInfo:
+    info = CallInfo(path=path)
+    for a in node.args:
+        info.args.append(_root(a))
+        info.strings.append(_str_const(a))
+    for k in node.keywords:
+        if k.arg is None:
+            continue
+        info.kwargs[k.arg] = _root(k.value)
+        s = _str_const(k.value)
+        if s is not None:
+            info.kwstrings[k.arg] = s
+        if k.arg == "inplace" and isinstance(k.value, ast.Constant) and k.value.value:
+            info.inplace = True
+    return info
+
+
+def _class_summary(node: ast.ClassDef) -> FuncSummary:
+    """What using a class may do: the union of its methods' effects.
+
+    Methods run later, on instances; their free reads are charged to whoever uses the class.
+    ``__init__``'s parameter mutations map onto the constructor call's arguments.
+    """
+    out = FuncSummary()
+    for stmt in node.body:
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+            s = _summarize_scope(stmt.args, stmt.body)
+            out.reads |= s.reads
+            out.writes |= s.writes
+            out.mutates |= s.mutates
+            out.calls += s.calls
+            if stmt.name == "__init__":
+                out.mutated_params = {p - 1 if isinstance(p, int) else p for p in s.mutated_params}
+                out.param_names = s.param_names[1:]
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# The top level of a cell: ordered events.
+# ----------------------------------------------------------------------------------------
+
+
+class _CellVisitor:
+    def __init__(self, parsed: ParsedCell, statement_ids: Any):
+        self.parsed = parsed
+        self.events: list[Event] = []
+        self.offset = parsed.line_offset
+        self._ids = statement_ids
+
+    # -- helpers
+    def line(self, node: ast.AST) -> int:
+        return int(getattr(node, "lineno", 1)) + self.offset
+
+    def emit(
+        self, op: str, name: str, node: ast.AST, cond: Cond, kind: str = "data", info: Any = None
+    ) -> None:
+        self.events.append(Event(op, name, self.line(node), cond, kind, info))
+
+    def segment(self, node: ast.AST) -> str:
+        start = node
+        decorators = getattr(node, "decorator_list", None)
+        if decorators:
+            first = min(decorators, key=lambda d: (d.lineno, d.col_offset))
+            lines = self.parsed.code.splitlines(keepends=True)
+            end = getattr(node, "end_lineno", None) or node.lineno  # type: ignore[attr-defined]
+            return "".join(lines[first.lineno - 1 : end]).rstrip("\n")
+        return ast.get_source_segment(self.parsed.code, start) or ast.unparse(node)
+
+    # -- statements
+    def stmts(self, body: list[ast.stmt], cond: Cond) -> None:
+        for s in body:
+            self.stmt(s, cond)
+
+    def stmt(self, s: ast.stmt, cond: Cond) -> None:
+        method = getattr(self, "s_" + type(s).__name__, None)
+        if method is not None:
+            method(s, cond)
+        else:
+            self.generic_stmt(s, cond)
+
+    def generic_stmt(self, s: ast.AST, cond: Cond) -> None:
+        for child in ast.iter_child_nodes(s):
+            if isinstance(child, ast.stmt):
+                self.stmt(child, cond)
+            elif isinstance(child, ast.expr):
+                self.expr(child, cond)
+            else:
+                self.generic_stmt(child, cond)
+
+    def s_Expr(self, s: ast.Expr, cond: Cond) -> None:
+        if isinstance(s.value, ast.Call) and not cond:
+            self.expr(s.value, cond, statement=s)
+        else:
+            self.expr(s.value, cond)
+
+    def s_Assign(self, s: ast.Assign, cond: Cond) -> None:
+        self.expr(s.value, cond)
+        for t in s.targets:
+            self.target(t, cond, s)
+
+    def s_AnnAssign(self, s: ast.AnnAssign, cond: Cond) -> None:
+        if s.value is not None:
+            self.expr(s.value, cond)
+            self.target(s.target, cond, s)
+        if s.simple and isinstance(s.target, ast.Name):
+            self.expr(s.annotation, cond)
+
+    def s_AugAssign(self, s: ast.AugAssign, cond: Cond) -> None:
+        self.expr(s.value, cond)
+        if isinstance(s.target, ast.Name):
+            self.emit("read", s.target.id, s, cond)
+            # `x += …` may extend x in place (lists) or rebind it: either way x changes.
+            self.emit("mutate", s.target.id, s, cond)
+        else:
+            self.expr(s.target, cond, load_only=True)
+            root = _root(s.target)
+            if root:
+                self.emit("mutate", root, s, cond, info=self.segment(s))
+
+    def s_Delete(self, s: ast.Delete, cond: Cond) -> None:
+        for t in s.targets:
+            if isinstance(t, ast.Name):
+                self.emit("del", t.id, t, cond)
+            else:
+                self.expr(t, cond, load_only=True)
+                root = _root(t)
+                if root:
+                    self.emit("mutate", root, t, cond, info=self.segment(s))
+
+    def target(self, t: ast.AST, cond: Cond, stmt: ast.AST) -> None:
+        if isinstance(t, ast.Name):
+            self.emit("bind", t.id, t, cond)
+        elif isinstance(t, ast.Tuple | ast.List):
+            for e in t.elts:
+                self.target(e, cond, stmt)
+        elif isinstance(t, ast.Starred):
+            self.target(t.value, cond, stmt)
+        else:
+            self.expr(t, cond, load_only=True)
+            root = _root(t)
+            if root:
+                self.emit("mutate", root, t, cond, info=self.segment(stmt))
+
+    def s_Import(self, s: ast.Import, cond: Cond) -> None:
+        sid = self._ids()
+        src = self.segment(s)
+        for a in s.names:
+            if a.asname:
+                name, origin = a.asname, a.name
+            else:
+                name = origin = a.name.split(".")[0]
+            self.emit(
+                "bind", name, s, cond, "import", DefInfo(src, origin=origin, statement_id=sid)
+            )
+
+    def s_ImportFrom(self, s: ast.ImportFrom, cond: Cond) -> None:
+        sid = self._ids()
+        module = "." * (s.level or 0) + (s.module or "")
+        src = self.segment(s)
+        for a in s.names:
+            if a.name == "*":
+                self.emit(
+                    "star", module, s, cond, info=DefInfo(src, origin=module, statement_id=sid)
+                )
+                continue
+            name = a.asname or a.name
+            origin = f"{module}.{a.name}" if module else a.name
+            self.emit(
+                "bind", name, s, cond, "import", DefInfo(src, origin=origin, statement_id=sid)
+            )
+
+    def _def_reads(self, node: Any, cond: Cond) -> list[str]:
+        before = len(self.events)
+        for d in node.decorator_list:
+            self.expr(d, cond)
+        if isinstance(node, ast.ClassDef):
+            for b in node.bases + [k.value for k in node.keywords]:
+                self.expr(b, cond)
+        else:
+            a = node.args
+            for d in a.defaults + [d for d in a.kw_defaults if d is not None]:
+                self.expr(d, cond)
+            for arg in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg]:
+                if arg is not None and arg.annotation is not None:
+                    self.expr(arg.annotation, cond)
+            if node.returns is not None:
+                self.expr(node.returns, cond)
+        return [e.name for e in self.events[before:] if e.op == "read"]
+
+    def s_FunctionDef(self, s: ast.FunctionDef | ast.AsyncFunctionDef, cond: Cond) -> None:
+        reads = self._def_reads(s, cond)
+        info = DefInfo(
+            self.segment(s),
+            reads=reads,
+            summary=_summarize_scope(s.args, s.body),
+            statement_id=self._ids(),
+        )
+        self.emit("bind", s.name, s, cond, "function", info)
+
+    s_AsyncFunctionDef = s_FunctionDef
+
+    def s_ClassDef(self, s: ast.ClassDef, cond: Cond) -> None:
+        reads = self._def_reads(s, cond)
+        # The class body runs now, in its own scope: names it reads before binding are globals.
+        body_local: set[str] = set()
+        for stmt in s.body:
+            if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                for d in stmt.decorator_list:
+                    reads += self._free_reads(d, body_local, cond)
+                if not isinstance(stmt, ast.ClassDef):
+                    for d in stmt.args.defaults + [d for d in stmt.args.kw_defaults if d]:
+                        reads += self._free_reads(d, body_local, cond)
+                body_local.add(stmt.name)
+                continue
+            reads += self._free_reads(stmt, body_local, cond)
+            binder = _ScopeBindings()
+            binder.visit(stmt)
+            body_local |= binder.bound
+        info = DefInfo(
+            self.segment(s), reads=reads, summary=_class_summary(s), statement_id=self._ids()
+        )
+        self.emit("bind", s.name, s, cond, "class", info)
+
+    def _free_reads(self, node: ast.AST, local: set[str], cond: Cond) -> list[str]:
+        out = []
+        for n in ast.walk(node):
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id not in local:
+                out.append(n.id)
+                self.emit("read", n.id, n, cond)
+        return out
+
+    def s_If(self, s: ast.If, cond: Cond) -> None:
+        self.expr(s.test, cond)
+        sure: list[set[str]] = []
+        for body in (s.body, s.orelse):
+            self.stmts(body, _sub(cond))
+            sure.append(_surely_bound(body))
+        # A name both branches surely bind is surely bound after the `if`.
+        for name in sorted(sure[0] & sure[1]):
+            self.emit("bind", name, s, cond, "merge")
+
+    def s_For(self, s: ast.For | ast.AsyncFor, cond: Cond) -> None:
+        self.expr(s.iter, cond)
+        body = _sub(cond)  # the target is bound whenever the body runs
+        self.target(s.target, body, s)
+        self.stmts(s.body, body)
+        self.stmts(s.orelse, _sub(cond))
+
+    s_AsyncFor = s_For
+
+    def s_While(self, s: ast.While, cond: Cond) -> None:
+        self.expr(s.test, cond)
+        body = _sub(cond)
+        self.stmts(s.body, body)
+        self.expr(s.test, body)
+        self.stmts(s.orelse, _sub(cond))
+
+    def s_With(self, s: ast.With | ast.AsyncWith, cond: Cond) -> None:
+        for item in s.items:
+            self.expr(item.context_expr, cond)
+            if item.optional_vars is not None:
+                self.target(item.optional_vars, cond, s)
+        self.stmts(s.body, cond)
+
+    s_AsyncWith = s_With
+
+    def s_Try(self, s: Any, cond: Cond) -> None:
+        sure = []
+        body = _sub(cond)
+        self.stmts(s.body, body)
+        self.stmts(s.orelse, body)
+        sure.append(_surely_bound(s.body + s.orelse))
+        for h in s.handlers:
+            handler = _sub(cond)
+            if h.type is not None:
+                self.expr(h.type, handler)
+            if h.name:
+                self.emit("bind", h.name, h, handler)
+            self.stmts(h.body, handler)
+            if h.name:
+                self.emit("del", h.name, h, handler)  # Python deletes `except … as e` names
+            sure.append(_surely_bound(h.body))
+        for name in sorted(set.intersection(*sure)) if sure else []:
+            self.emit("bind", name, s, cond, "merge")
+        self.stmts(s.finalbody, cond)
+
+    s_TryStar = s_Try
+
+    def s_Match(self, s: Any, cond: Cond) -> None:
+        self.expr(s.subject, cond)
+        for case in s.cases:
+            inner = _sub(cond)
+            for n in ast.walk(case.pattern):
+                if isinstance(n, ast.MatchValue | ast.MatchClass):
+                    self.generic_stmt(n, inner)
+                name = getattr(n, "name", None) or getattr(n, "rest", None)
+                if isinstance(name, str):
+                    self.emit("bind", name, case.pattern, inner)
+            if case.guard is not None:
+                self.expr(case.guard, inner)
+            self.stmts(case.body, inner)
+
+    def s_Global(self, s: ast.Global, cond: Cond) -> None:
+        pass
+
+    s_Nonlocal = s_Global
+
+    # -- expressions, in evaluation order
+    def expr(
+        self, e: ast.AST, cond: Cond, statement: ast.AST | None = None, load_only: bool = False
+    ) -> None:
+        if isinstance(e, ast.Name):
+            if isinstance(e.ctx, ast.Load) or load_only:
+                self.emit("read", e.id, e, cond)
+            return
+        if isinstance(e, ast.Call):
+            self.call(e, cond, statement)
+            return
+        if isinstance(e, ast.NamedExpr):
+            self.expr(e.value, cond)
+            self.emit("bind", e.target.id, e.target, cond)
+            return
+        if isinstance(e, ast.Lambda):
+            a = e.args
+            for d in a.defaults + [d for d in a.kw_defaults if d is not None]:
+                self.expr(d, cond)
+            # A lambda is usually called where it is written (`df.apply(lambda r: …)`):
+            # charge its free reads here.
+            s = _summarize_scope(a, [ast.Expr(e.body)])
+            for name in sorted(s.reads):
+                self.emit("read", name, e, cond)
+            for name in sorted(s.mutates):
+                self.emit("mutate", name, e, cond)
+            return
+        if isinstance(e, ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
+            self.expr(e.generators[0].iter, cond)
+            s = _comprehension_summary(e)
+            for name in sorted(s.reads):
+                self.emit("read", name, e, cond)
+            for name in sorted(s.mutates):
+                self.emit("mutate", name, e, cond)
+            for call in s.calls:
+                self.events.append(Event("call", call.path[0], self.line(e), cond, info=call))
+            for n in ast.walk(e):
+                if isinstance(n, ast.NamedExpr) and isinstance(n.target, ast.Name):
+                    self.emit("bind", n.target.id, n, _sub(cond))
+            return
+        for child in ast.iter_child_nodes(e):
+            if isinstance(child, ast.expr):
+                self.expr(
+                    child,
+                    cond,
+                    load_only=load_only and isinstance(e, ast.Attribute | ast.Subscript),
+                )
+            elif isinstance(child, ast.comprehension | ast.keyword | ast.arguments):
+                self.generic_stmt(child, cond)
+
+    def call(self, e: ast.Call, cond: Cond, statement: ast.AST | None) -> None:
+        path = _dotted(e.func)
+        if self.magic(e, path, cond):
+            return
+        self.expr(e.func, cond)
+        for a in e.args:
+            self.expr(a, cond)
+        for k in e.keywords:
+            self.expr(k.value, cond)
+        info = _call_info(e, path)
+        if statement is not None:
+            info.statement = True
+            info.source = self.segment(statement)
+        root = path[0] if path else (_root(e.func) or "")
+        self.events.append(Event("call", root, self.line(e), cond, info=info))
+        if isinstance(e.func, ast.Attribute):
+            receiver = _root(e.func.value)
+            method = e.func.attr
+            if receiver and (method not in PURE_METHODS or info.inplace):
+                self.emit("mutate", receiver, e, cond, kind="method", info=method)
+            if method in QUERY_METHODS and info.strings and info.strings[0]:
+                for ref in _QUERY_REF.findall(info.strings[0]):
+                    self.emit("string", ref, e, cond, info=method)
+        elif path in (("eval",), ("exec",)):
+            code = info.strings[0] if info.strings else None
+            tree = parse_code_string(code) if code is not None else None
+            if tree is None:
+                self.emit("dynamic", path[0], e, cond)
+            else:
+                for n in ast.walk(tree):
+                    if isinstance(n, ast.Name):
+                        if isinstance(n.ctx, ast.Load):
+                            self.emit("string", n.id, e, cond, info=path[0])
+                        else:
+                            self.emit("bind", n.id, e, cond)
+        elif path in (("globals",), ("locals",), ("vars",)):
+            self.emit("dynamic", path[0], e, cond)
+
+    def magic(self, e: ast.Call, path: tuple[str, ...], cond: Cond) -> bool:
+        """Handle ``get_ipython().run_line_magic(name, arg)`` and friends."""
+        if not (isinstance(e.func, ast.Attribute) and isinstance(e.func.value, ast.Call)):
+            return False
+        inner = e.func.value
+        if not (isinstance(inner.func, ast.Name) and inner.func.id == "get_ipython"):
+            return False
+        kind = e.func.attr
+        args = [_str_const(a) for a in e.args]
+        if kind == "run_line_magic" and len(args) >= 2 and args[0] is not None:
+            name, arg = args[0], args[1] or ""
+            if name in CODE_LINE_MAGICS and arg.strip():
+                code = arg
+                if name == "capture":  # `%capture out` is not code; treat it like the cell magic
+                    self.emit("bind", arg.split()[-1], e, cond)
+                    return True
+                tree = parse_code_string(code.lstrip("-").strip() if name == "time" else code)
+                if tree is None and name in ("timeit", "prun"):
+                    # strip options such as `-n 10 -r 3`
+                    tree = parse_code_string(re.sub(r"^(\s*-\w+(\s+\S+)?)*\s*", "", code))
+                if tree is not None:
+                    sub = _CellVisitor(ParsedCell(tree=tree, code=code, line_offset=0), self._ids)
+                    sub.stmts(tree.body, _sub(cond) if name in ("timeit", "prun") else cond)
+                    for ev in sub.events:
+                        ev.line = self.line(e)
+                        self.events.append(ev)
+                    return True
+            self.emit("magic", name, e, cond, info=arg)
+            return True
+        if kind == "run_cell_magic":
+            self.emit("magic", args[0] or "", e, cond, info=args[1] if len(args) > 1 else "")
+            return True
+        if kind in ("getoutput", "system"):
+            self.emit(
+                "magic", "!" if kind == "system" else "!=", e, cond, info=args[0] if args else ""
+            )
+            return True
+        return False
+
+
+def _sub(cond: Cond) -> Cond:
+    """A fresh condition context nested in ``cond``."""
+    return (*cond, next(_context_ids))
+
+
+def _surely_bound(body: list[ast.stmt]) -> set[str]:
+    """Names a block binds on every path that reaches its end (straight-line statements only)."""
+    out: set[str] = set()
+    for s in body:
+        if isinstance(s, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = s.targets if isinstance(s, ast.Assign) else [s.target]
+            for t in targets:
+                out.update(_target_names(t))
+        elif isinstance(s, ast.Import | ast.ImportFrom):
+            out.update((a.asname or a.name).split(".")[0] for a in s.names if a.name != "*")
+        elif isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            out.add(s.name)
+        elif isinstance(s, ast.With | ast.AsyncWith):
+            for item in s.items:
+                if item.optional_vars is not None:
+                    out.update(_target_names(item.optional_vars))
+            out |= _surely_bound(s.body)
+        elif isinstance(s, ast.If):
+            out |= _surely_bound(s.body) & _surely_bound(s.orelse)
+        elif isinstance(s, ast.Delete):
+            for t in s.targets:
+                out.difference_update(_target_names(t))
+        elif isinstance(s, ast.Return | ast.Raise | ast.Continue | ast.Break):
+            break
+    return out
+
+
+def analyze_cell(parsed: ParsedCell, statement_ids: Any) -> CellFacts:
+    """Turn a parsed cell into its ordered events.
+
+    Args:
+        parsed: The cell as Python (see :func:`jupyter_pipeline.analysis.source.parse_cell`).
+        statement_ids: A callable returning a fresh integer per definition statement.
+    """
+    v = _CellVisitor(parsed, statement_ids)
+    if parsed.cell_magic == "capture" and parsed.cell_magic_args:
+        args = [a for a in parsed.cell_magic_args.split() if not a.startswith("-")]
+        v.stmts(parsed.tree.body, ())
+        if args:
+            v.events.append(Event("bind", args[0], 1))
+    elif parsed.cell_magic in ("timeit", "prun"):
+        v.stmts(parsed.tree.body, _sub(()))  # %%timeit runs the body in a loop
+    else:
+        v.stmts(parsed.tree.body, ())
+    if parsed.opaque:
+        v.events.append(Event("magic", parsed.cell_magic or "", 1, info=parsed.cell_magic_args))
+    return CellFacts(
+        events=v.events,
+        opaque_magic=parsed.cell_magic if parsed.opaque else None,
+        cell_magic=parsed.cell_magic,
+        cell_magic_args=parsed.cell_magic_args,
+    )

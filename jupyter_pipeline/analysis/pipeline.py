@@ -1,0 +1,1301 @@
+"""Notebook order → steps with inputs, outputs, edges and diagnostics.
+
+One pass over the cells in notebook order replays what a top-to-bottom run does to global
+names. Each step keeps what it binds locally; when it reads or may change a name it did not
+surely bind itself, the name is an input, resolved to the last step *before it in notebook
+order* that may have changed it. That rule is what makes the pipeline compute what the
+notebook computes: an in-place mutation in a sibling step, a conditional rebinding or a
+function that rebinds a global through ``global`` all make their step the producer.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from itertools import count
+
+from jupyter_pipeline.analysis.cells import CallInfo, CellFacts, Cond, DefInfo, Event, analyze_cell
+from jupyter_pipeline.analysis.knowledge import (
+    FILE_READERS,
+    FILE_WRITERS,
+    HISTORY_NAMES,
+    KERNEL_NAMES,
+    LIBRARY_MUTATORS,
+    MUTATING_BUILTINS,
+    NUMPY_RANDOM_NOT_GLOBAL,
+    OPAQUE_MAGICS,
+    PURE_BUILTINS,
+    PURE_LIBRARIES,
+    RANDOM_FUNCS,
+    RNG_METHODS,
+    STATE_MAGICS,
+    STATE_SETTERS,
+    UNTRACKED_SEEDS,
+)
+from jupyter_pipeline.analysis.source import CellSyntaxError, parse_cell
+from jupyter_pipeline.model import (
+    Definition,
+    DefinitionKind,
+    Diagnostic,
+    Edge,
+    EdgeKind,
+    Metric,
+    Parameter,
+    ParameterType,
+    Pipeline,
+    Severity,
+    Step,
+)
+from jupyter_pipeline.notebook import NotebookError, ParsedNotebook, Span
+
+__all__ = ["build_pipeline"]
+
+_HISTORY_RE = re.compile(r"^_(i{0,3}\d+)$")
+_CONTAINER_STATE = ("sys.path", "os.environ", "matplotlib.rcParams", "matplotlib.pyplot.rcParams",
+                    "pandas.options")  # fmt: skip
+_CONTAINER_MUTATORS = frozenset(
+    {"append", "insert", "extend", "remove", "update", "setdefault", "pop", "clear", "__setitem__"}
+)
+_DEF_KINDS = ("import", "function", "class")
+
+
+@dataclass
+class Binding:
+    """The value a name has after some cell: who made it and how."""
+
+    name: str
+    kind: str  # data | import | function | class | param | deleted | role
+    step: str | None
+    cell: int
+    line: int
+    cond: Cond = ()
+    info: DefInfo | None = None
+    sure: bool = True  # surely bound at some point so far (not only conditionally)
+
+
+@dataclass
+class _StepState:
+    span: Span
+    index: int
+    sure: set[str] = field(default_factory=set)
+    maybe: dict[str, list[Cond]] = field(default_factory=dict)
+    local: dict[str, Binding] = field(default_factory=dict)
+    inputs: dict[str, Binding] = field(default_factory=dict)
+    input_at: dict[str, tuple[int, int]] = field(default_factory=dict)
+    writes: dict[str, Binding] = field(default_factory=dict)
+    passthrough: dict[str, Binding] = field(default_factory=dict)
+    outputs: set[str] = field(default_factory=set)
+    params: set[str] = field(default_factory=set)
+    definitions: dict[int, Definition] = field(default_factory=dict)
+    state_defs: list[Definition] = field(default_factory=list)
+    state_inputs: dict[str, tuple[str | None, int, int]] = field(default_factory=dict)
+    state_local: set[str] = field(default_factory=set)
+    state_writes: set[str] = field(default_factory=set)
+    state_outputs: set[str] = field(default_factory=set)
+    files_written: dict[str, tuple[int, int]] = field(default_factory=dict)
+    file_sources: dict[str, tuple[str, int, int, int, int]] = field(default_factory=dict)
+    metrics: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.span.name
+
+
+class _Analyzer:
+    def __init__(self, parsed: ParsedNotebook):
+        self.nb = parsed
+        self.path = parsed.path
+        self.diags: list[Diagnostic] = list(parsed.diagnostics)
+        self._seen_diag: set[tuple] = set()
+        self.ids = count(1).__next__
+        self.facts: dict[int, CellFacts] = {}
+        self.env: dict[str, Binding] = {}
+        self.rng: dict[str, str | None] = {}  # pseudo-variable -> last step that changed it
+        self.seeded: set[str] = set()
+        self.file_writer: dict[str, tuple[str, int, int]] = {}
+        self.steps: list[_StepState] = []
+        self.by_name: dict[str, _StepState] = {}
+        self.parameters: list[Parameter] = []
+        self.metrics: list[Metric] = []
+        self.role_defs: list[Definition] = []
+        self.state_replay: list[tuple[int, Definition]] = []  # (step index, definition)
+        self.ever_bound: dict[str, int] = {}
+        self.skip_bound: dict[str, int] = {}
+        self.uncertain_from: int | None = None  # cell after which unseen names may exist
+        self.writers: dict[str, list[str]] = defaultdict(list)
+
+    # ------------------------------------------------------------------ diagnostics
+    def diag(
+        self,
+        code: str,
+        severity: Severity,
+        cell: int | None,
+        line: int | None,
+        message: str,
+        step: str | None = None,
+        names: list[str] | None = None,
+    ) -> None:
+        key = (code, cell, line, tuple(names or ()), message)
+        if key in self._seen_diag:
+            return
+        self._seen_diag.add(key)
+        self.diags.append(
+            Diagnostic(
+                code=code,
+                severity=severity,
+                cell=cell,
+                line=line,
+                message=message,
+                step=step,
+                names=names or [],
+            )
+        )
+
+    # ------------------------------------------------------------------ parsing
+    def parse_all(self) -> None:
+        skip_cells = set(self.nb.role_cells("skip"))
+        for span in self.nb.spans:
+            for i in span.cells:
+                cell = self.nb.cells[i]
+                if cell.cell_type != "code":
+                    continue
+                try:
+                    parsed = parse_cell(cell.source)
+                except CellSyntaxError as exc:
+                    if i in skip_cells:
+                        self.diag(
+                            "skipped-cell-syntax",
+                            Severity.info,
+                            i,
+                            exc.line,
+                            "this skip-tagged cell is not valid Python; it is ignored",
+                        )
+                        continue
+                    where = f"line {exc.line}: " if exc.line else ""
+                    raise NotebookError(
+                        self.path,
+                        f"{where}syntax error ({exc.message}); fix the code, it would fail in "
+                        "the notebook too",
+                        i,
+                    ) from None
+                facts = analyze_cell(parsed, self.ids)
+                self.facts[i] = facts
+                for ev in facts.events:
+                    if ev.op in ("bind", "star"):
+                        target = self.skip_bound if i in skip_cells else self.ever_bound
+                        target.setdefault(ev.name, i)
+
+    # ------------------------------------------------------------------ the pass
+    def run(self) -> Pipeline:
+        self.parse_all()
+        # Kale's imports/functions cells run at the start of every step: bind them first.
+        for span in self.nb.spans:
+            if span.role in ("imports", "functions"):
+                self.role_cells(span)
+        skip_cells = set(self.nb.role_cells("skip"))
+        for span in self.nb.spans:
+            if span.role in ("step", "metrics"):
+                st = _StepState(span=span, index=len(self.steps))
+                if span.role == "metrics":
+                    n = sum(1 for s in self.steps if s.span.role == "metrics")
+                    span.name = "pipeline-metrics" + (f"-{n + 1}" if n else "")
+                self.steps.append(st)
+                self.by_name[st.name] = st
+                for i in span.cells:
+                    if i in self.facts:
+                        if span.role == "metrics":
+                            self.collect_metrics(i)
+                        self.cell(st, i)
+                self.commit(st)
+            elif span.role == "parameters":
+                for i in span.cells:
+                    if i in self.facts:
+                        self.parameters_cell(i)
+            elif span.role == "skip":
+                for i in span.cells:
+                    self.check_skipped(i, skip_cells)
+        return self.assemble()
+
+    def role_cells(self, span: Span) -> None:
+        kind = (
+            DefinitionKind.imports_cell if span.role == "imports" else DefinitionKind.functions_cell
+        )
+        for i in span.cells:
+            if i not in self.facts:
+                continue
+            self.role_defs.append(
+                Definition(
+                    cell=i,
+                    line=1,
+                    kind=kind,
+                    names=sorted({e.name for e in self.facts[i].events if e.op == "bind"}),
+                    source=self.nb.cells[i].source,
+                )
+            )
+            for ev in self.facts[i].events:
+                if ev.op == "bind":
+                    k = ev.kind if ev.kind in ("function", "class") else "role"
+                    self.env[ev.name] = Binding(ev.name, k, None, i, ev.line, info=ev.info)
+                elif ev.op == "star":
+                    self.star_import(None, i, ev)
+                elif ev.op == "call":
+                    seed = self.rng_target(ev.info, None)
+                    if seed and seed[0] == "seed":
+                        self.seeded.add(seed[1])
+                        self.rng[seed[1]] = None
+                elif ev.op == "magic" and ev.name in OPAQUE_MAGICS:
+                    self.uncertain(i)
+
+    # ------------------------------------------------------------------ parameters / metrics
+    def parameters_cell(self, i: int) -> None:
+        parsed = parse_cell(self.nb.cells[i].source)
+        for stmt in parsed.tree.body:
+            line = stmt.lineno + parsed.line_offset
+            ok = (
+                isinstance(stmt, ast.Assign)
+                and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name)
+            ) or (
+                isinstance(stmt, ast.AnnAssign)
+                and isinstance(stmt.target, ast.Name)
+                and stmt.value is not None
+            )
+            value = None
+            if ok:
+                node = stmt.value  # type: ignore[union-attr]
+                try:
+                    value = ast.literal_eval(node)  # type: ignore[arg-type]
+                except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                    ok = False
+            if not ok:
+                self.diag(
+                    "parameter-not-literal",
+                    Severity.error,
+                    i,
+                    line,
+                    "a parameters cell may only assign literal values (numbers, strings, "
+                    "booleans, lists, dicts) to names; compute derived values in a step",
+                )
+                continue
+            target = stmt.targets[0] if isinstance(stmt, ast.Assign) else stmt.target  # type: ignore[union-attr]
+            name = target.id  # type: ignore[union-attr]
+            self.parameters = [p for p in self.parameters if p.name != name]
+            self.parameters.append(
+                Parameter(
+                    name=name,
+                    default=_jsonable(value),
+                    type=_param_type(value),
+                    cell=i,
+                    line=line,
+                    source=ast.get_source_segment(parsed.code, stmt) or f"{name} = {value!r}",
+                )
+            )
+            self.env[name] = Binding(name, "param", None, i, line)
+
+    def collect_metrics(self, i: int) -> None:
+        parsed = parse_cell(self.nb.cells[i].source)
+        for stmt in parsed.tree.body:
+            line = stmt.lineno + parsed.line_offset
+            node = stmt.value if isinstance(stmt, ast.Expr) else None
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "print"
+                and len(node.args) == 1
+            ):
+                node = node.args[0]
+            if isinstance(node, ast.Name):
+                self.metrics.append(Metric(name=node.id, cell=i, line=line))
+                self.steps[-1].metrics.append(node.id)
+            else:
+                self.diag(
+                    "metric-not-name",
+                    Severity.warning,
+                    i,
+                    line,
+                    "a pipeline-metrics cell should only print variables "
+                    "(`print(accuracy)`); this line is run but reports no metric",
+                )
+
+    def check_skipped(self, i: int, skip_cells: set[int]) -> None:
+        facts = self.facts.get(i)
+        if facts is None:
+            return
+        changed = {e.name for e in facts.events if e.op in ("bind", "mutate", "del")}
+        later = set()
+        for j, f in self.facts.items():
+            if j > i and j not in skip_cells:
+                later |= {e.name for e in f.events if e.op == "read"}
+        touched = sorted((changed & later) & set(self.env))
+        if touched:
+            self.diag(
+                "skipped-cell-changes",
+                Severity.warning,
+                i,
+                None,
+                f"this skip-tagged cell may change {', '.join(touched)}, which later steps "
+                "read; the pipeline will not see that change — untag the cell or move "
+                "the change into a step",
+                names=touched,
+            )
+
+    # ------------------------------------------------------------------ one cell
+    def cell(self, st: _StepState, i: int) -> None:
+        facts = self.facts[i]
+        if facts.opaque_magic == "writefile" and facts.cell_magic_args:
+            path = [a for a in facts.cell_magic_args.split() if not a.startswith("-")]
+            if path:
+                self.file_event(st, i, 1, path[0], write=True)
+        for ev in facts.events:
+            op = ev.op
+            if op == "read":
+                self.read(st, ev.name, i, ev.line, ev.cond)
+            elif op == "bind":
+                self.bind(st, ev, i)
+            elif op == "mutate":
+                self.mutate(st, ev.name, i, ev.line, ev)
+            elif op == "del":
+                self.delete(st, ev.name, i, ev.line, ev.cond)
+            elif op == "call":
+                self.call(st, ev.info, i, ev.line, ev.cond, in_function=False)
+            elif op == "string":
+                self.diag(
+                    "name-in-string",
+                    Severity.warning,
+                    i,
+                    ev.line,
+                    f"{ev.name!r} is used inside a string ({ev.info}); it is treated as "
+                    "an input of this step — keep the string literal so it stays visible",
+                    st.name,
+                    [ev.name],
+                )
+                self.read(st, ev.name, i, ev.line, ev.cond)
+            elif op == "dynamic":
+                self.diag(
+                    "dynamic-code",
+                    Severity.warning,
+                    i,
+                    ev.line,
+                    f"{ev.name}() hides which variables are read or written; list them "
+                    "explicitly or keep this code in one step with its producers",
+                    st.name,
+                )
+            elif op == "star":
+                self.star_import(st, i, ev)
+            elif op == "magic":
+                self.magic(st, i, ev)
+
+    # ------------------------------------------------------------------ name events
+    def current(self, st: _StepState, name: str) -> Binding | None:
+        if name in st.local and (name in st.sure or name in st.maybe):
+            return st.local[name]
+        return self.env.get(name)
+
+    def read(
+        self,
+        st: _StepState,
+        name: str,
+        cell: int,
+        line: int,
+        cond: Cond,
+        _active: set[int] | None = None,
+    ) -> None:
+        if name in st.sure:
+            self.apply_definition(st, st.local.get(name), cell, line, _active)
+            return
+        outside = self.env.get(name)
+        if name in st.maybe:
+            local = st.local.get(name)
+            self.apply_definition(st, local, cell, line, _active)
+            if any(cond[: len(b)] == b for b in st.maybe[name]):
+                return  # bound earlier in a block around this read: surely bound here
+            if outside is None or outside.kind == "deleted":
+                return
+        if outside is None or outside.kind == "deleted":
+            self.undefined(st, name, cell, line, outside, in_function=_active is not None)
+            return
+        if outside.kind == "param":
+            st.params.add(name)
+            return
+        if outside.kind == "role":
+            return
+        if outside.kind in _DEF_KINDS:
+            if outside.step is not None:
+                self.add_definition(st, outside, cell, line, _active)
+            self.apply_definition(st, outside, cell, line, _active)
+            return
+        if not outside.sure:
+            self.diag(
+                "conditional-definition",
+                Severity.warning,
+                cell,
+                line,
+                f"{name!r} is only defined under a condition (cell {outside.cell}, line "
+                f"{outside.line}); if that branch did not run this fails — define it "
+                "unconditionally",
+                st.name,
+                [name],
+            )
+        if name not in st.inputs:
+            st.inputs[name] = outside
+            st.input_at[name] = (cell, line)
+        st.sure.add(name)  # loaded at the step's start: present from here on
+        st.passthrough.pop(name, None)
+
+    def undefined(
+        self,
+        st: _StepState,
+        name: str,
+        cell: int,
+        line: int,
+        outside: Binding | None,
+        in_function: bool,
+    ) -> None:
+        if name in KERNEL_NAMES:
+            return
+        if name in HISTORY_NAMES or _HISTORY_RE.match(name):
+            self.diag(
+                "output-history",
+                Severity.warning,
+                cell,
+                line,
+                f"{name!r} reads IPython's output history, which does not exist in a "
+                "step's fresh kernel; assign the value to a variable instead",
+                st.name,
+                [name],
+            )
+            return
+        if outside is not None and outside.kind == "deleted":
+            self.diag(
+                "deleted-name",
+                Severity.error,
+                cell,
+                line,
+                f"{name!r} was deleted in cell {outside.cell} (line {outside.line}) before "
+                "this read; remove the `del` or the read",
+                st.name,
+                [name],
+            )
+            return
+        if in_function:
+            self.diag(
+                "undefined-name-in-function",
+                Severity.warning,
+                cell,
+                line,
+                f"a function called here reads {name!r}, which is not defined at this "
+                "point; it fails if that code path runs",
+                st.name,
+                [name],
+            )
+            return
+        if self.uncertain_from is not None and self.uncertain_from <= cell:
+            self.diag(
+                "maybe-undefined",
+                Severity.warning,
+                cell,
+                line,
+                f"{name!r} is not defined by any visible code; it may come from the star "
+                f"import or magic in cell {self.uncertain_from} — import it explicitly",
+                st.name,
+                [name],
+            )
+            return
+        if name in self.skip_bound and name not in self.ever_bound:
+            self.diag(
+                "defined-in-skipped-cell",
+                Severity.error,
+                cell,
+                line,
+                f"{name!r} is only defined in skip-tagged cell {self.skip_bound[name]}; "
+                "untag that cell or define it in a step",
+                st.name,
+                [name],
+            )
+            return
+        later = self.ever_bound.get(name)
+        if later is not None and later >= cell:
+            self.diag(
+                "used-before-definition",
+                Severity.error,
+                cell,
+                line,
+                f"{name!r} is read here but first defined later, in cell {later}; move "
+                "the definition above or reorder the cells",
+                st.name,
+                [name],
+            )
+            return
+        if later is not None:
+            return  # bound in an earlier cell of a role we do not track as data (e.g. metrics)
+        self.diag(
+            "undefined-name",
+            Severity.error,
+            cell,
+            line,
+            f"{name!r} is read but never defined in this notebook (a typo?); define it "
+            "or fix the name",
+            st.name,
+            [name],
+        )
+
+    def add_definition(
+        self, st: _StepState, b: Binding, cell: int, line: int, active: set[int] | None
+    ) -> None:
+        info = b.info
+        if info is None or info.statement_id in st.definitions:
+            return
+        kind = {
+            "import": DefinitionKind.import_,
+            "function": DefinitionKind.function,
+            "class": DefinitionKind.class_,
+        }[b.kind]
+        names = sorted(n for n, x in self.env.items() if x.info is info) or [b.name]
+        st.definitions[info.statement_id] = Definition(
+            cell=b.cell, line=b.line, kind=kind, names=names, source=info.source
+        )
+        # What the statement itself reads when replayed (decorators, defaults, bases…).
+        for r in info.reads:
+            self.read(st, r, cell, line, (), active)
+
+    def apply_definition(
+        self, st: _StepState, b: Binding | None, cell: int, line: int, active: set[int] | None
+    ) -> None:
+        """A use of a function or class: charge what calling it reads and changes."""
+        if b is None or b.info is None or b.info.summary is None:
+            return
+        sid = b.info.statement_id
+        active = set() if active is None else active
+        if sid in active:
+            return
+        active.add(sid)
+        s = b.info.summary
+        for r in sorted(s.reads):
+            self.read(st, r, cell, line, (-1,), active)
+        for w in sorted(s.writes):
+            self.bind_name(st, w, "data", None, cell, line, cond=(-1,))
+        for m in sorted(s.mutates):
+            self.mutate(st, m, cell, line, None, active)
+        for c in s.calls:
+            self.call(st, c, cell, line, True, in_function=True)
+        active.discard(sid)
+
+    def bind(self, st: _StepState, ev: Event, cell: int) -> None:
+        if ev.kind == "merge":  # every branch bound it: surely bound from here on
+            if ev.name in st.maybe:
+                st.maybe.pop(ev.name)
+                st.sure.add(ev.name)
+                st.passthrough.pop(ev.name, None)
+                if ev.name in st.writes:
+                    st.writes[ev.name].cond = False
+            return
+        kind = ev.kind if ev.kind in _DEF_KINDS and not ev.cond else "data"
+        if ev.kind in ("function", "class") and ev.cond:
+            kind = "data"
+        self.bind_name(st, ev.name, kind, ev.info, cell, ev.line, ev.cond)
+
+    def bind_name(
+        self,
+        st: _StepState,
+        name: str,
+        kind: str,
+        info: DefInfo | None,
+        cell: int,
+        line: int,
+        cond: Cond,
+    ) -> None:
+        prev = self.env.get(name)
+        if prev is not None and prev.kind == "param":
+            self.diag(
+                "parameter-reassigned",
+                Severity.warning,
+                cell,
+                line,
+                f"pipeline parameter {name!r} is reassigned here; steps after this one "
+                "see the new value, so overriding the parameter does not reach them",
+                st.name,
+                [name],
+            )
+        # A conditionally defined function is data (pickled) but still has effects when called.
+        b = Binding(name, kind, st.name, cell, line, cond, info)
+        if cond:
+            if name not in st.sure:
+                st.maybe.setdefault(name, []).append(cond)
+                if (
+                    prev is not None
+                    and prev.kind not in ("deleted",)
+                    and name not in st.passthrough
+                ):
+                    st.passthrough[name] = prev
+        else:
+            st.sure.add(name)
+            st.maybe.pop(name, None)
+            st.passthrough.pop(name, None)
+        st.local[name] = b
+        st.writes[name] = b
+
+    def mutate(
+        self,
+        st: _StepState,
+        name: str,
+        cell: int,
+        line: int,
+        ev: Event | None,
+        active: set[int] | None = None,
+    ) -> None:
+        if name in st.sure:
+            return  # a local object changed in place: still this step's value
+        cond = ev.cond if ev is not None else (-1,)
+        if any(cond[: len(b)] == b for b in st.maybe.get(name, ())):
+            return  # bound earlier in a block around this change: a local object
+        local = st.local.get(name) if name in st.maybe else None
+        outside = self.env.get(name)
+        base = local or outside
+        if base is None or base.kind == "deleted":
+            return  # the read before it reported the undefined name
+        if base.kind in _DEF_KINDS or base.kind == "role":
+            # Changing a module (pd.options.x = …, plt.rcParams[…] = …) is global state.
+            if (
+                ev is not None
+                and ev.kind != "method"
+                and isinstance(ev.info, str)
+                and base.kind in ("import", "role")
+            ):
+                self.state_statement(st, cell, line, ev.info, ev.cond, f"{name}.…")
+            return
+        if outside is not None:
+            if outside.kind == "param":
+                st.params.add(name)
+                self.diag(
+                    "parameter-reassigned",
+                    Severity.warning,
+                    cell,
+                    line,
+                    f"pipeline parameter {name!r} is changed in place here; steps after "
+                    "this one see the changed value",
+                    st.name,
+                    [name],
+                )
+            elif outside.kind == "data" and name not in st.inputs:
+                if not outside.sure:
+                    self.diag(
+                        "conditional-definition",
+                        Severity.warning,
+                        cell,
+                        line,
+                        f"{name!r} is only defined under a condition (cell "
+                        f"{outside.cell}); define it unconditionally",
+                        st.name,
+                        [name],
+                    )
+                st.inputs[name] = outside
+                st.input_at[name] = (cell, line)
+        b = Binding(name, "data", st.name, cell, line)
+        st.local[name] = b
+        st.writes[name] = b
+        st.sure.add(name)
+        st.maybe.pop(name, None)
+        st.passthrough.pop(name, None)  # the outside value is now an explicit input
+
+    def delete(self, st: _StepState, name: str, cell: int, line: int, cond: Cond) -> None:
+        if name not in st.sure and name not in st.maybe:
+            outside = self.env.get(name)
+            if outside is None or outside.kind == "deleted":
+                self.undefined(st, name, cell, line, outside, in_function=False)
+                return
+        if cond:
+            # Maybe deleted: the value may or may not exist afterwards, exactly as in the
+            # notebook; consumers get it through this step either way.
+            self.bind_name(st, name, "data", None, cell, line, cond=True)
+            return
+        b = Binding(name, "deleted", st.name, cell, line)
+        st.sure.discard(name)
+        st.maybe.pop(name, None)
+        st.passthrough.pop(name, None)
+        st.local[name] = b
+        st.writes[name] = b
+
+    def commit(self, st: _StepState) -> None:
+        for name, b in st.writes.items():
+            prev = self.env.get(name)
+            b.sure = not b.cond or (prev is not None and prev.sure and prev.kind != "deleted")
+            b.step = st.name
+            self.env[name] = b
+            self.writers[name].append(st.name)
+        for pv in st.state_writes:
+            self.rng[pv] = st.name
+        for p, (cell, line) in st.files_written.items():
+            self.file_writer[p] = (st.name, cell, line)
+
+    # ------------------------------------------------------------------ calls
+    def full_name(self, st: _StepState, path: tuple[str, ...]) -> str | None:
+        """The dotted name a call resolves to, when its root is an import or a builtin."""
+        if not path:
+            return None
+        b = self.current(st, path[0])
+        if b is None:
+            return path[0] if path[0] in KERNEL_NAMES and len(path) == 1 else None
+        if b.kind in ("import", "role") and b.info is not None and b.info.origin:
+            return ".".join((b.info.origin, *path[1:]))
+        return None
+
+    def rng_target(self, call: CallInfo, st: _StepState | None) -> tuple[str, str] | None:
+        """('seed'|'use', pseudo-variable) if the call touches a tracked global RNG."""
+        full = self.full_name(st, call.path) if st is not None else self._role_full(call.path)
+        if full is None:
+            return None
+        if full == "random.seed":
+            return ("seed", "random")
+        if full.startswith("random.") and full.split(".")[-1] in RANDOM_FUNCS:
+            return ("use", "random")
+        if full == "numpy.random.seed":
+            return ("seed", "numpy.random")
+        if full.startswith("numpy.random.") and full.split(".")[2] not in NUMPY_RANDOM_NOT_GLOBAL:
+            return ("use", "numpy.random")
+        if (
+            "numpy.random" in self.seeded
+            and full.split(".")[0] == "sklearn"
+            and "random_state" not in call.kwargs
+        ):
+            return ("use", "numpy.random")
+        return None
+
+    def _role_full(self, path: tuple[str, ...]) -> str | None:
+        b = self.env.get(path[0]) if path else None
+        if b is not None and b.info is not None and b.info.origin:
+            return ".".join((b.info.origin, *path[1:]))
+        return None
+
+    def call(
+        self, st: _StepState, call: CallInfo, cell: int, line: int, cond: Cond, in_function: bool
+    ) -> None:
+        path = call.path
+        full = self.full_name(st, path)
+        rng = self.rng_target(call, st)
+        if rng is None and len(path) >= 2 and "numpy.random" in self.seeded:
+            b = self.current(st, path[0])
+            if (
+                b is not None
+                and b.kind == "data"
+                and path[-1] in RNG_METHODS
+                and "random_state" not in call.kwargs
+            ):
+                rng = ("use", "numpy.random")
+        if rng is not None:
+            self.rng_event(st, rng[0], rng[1], cell, line)
+        if full is not None:
+            if full in UNTRACKED_SEEDS:
+                self.diag(
+                    "global-state",
+                    Severity.warning,
+                    cell,
+                    line,
+                    f"{full}() seeds a random generator this tool does not carry between "
+                    "steps; seed it in every step that draws from it",
+                    st.name,
+                )
+            self.maybe_state_call(st, call, full, cell, line, cond or in_function)
+        self.file_call(st, call, full, cell, line)
+        if in_function:
+            return
+        # What the call may do to its arguments.
+        b = self.current(st, path[0]) if path else None
+        victims: list[str | None] = []
+        if full is not None:
+            top = full.split(".")[0]
+            if full in LIBRARY_MUTATORS:
+                k = LIBRARY_MUTATORS[full]
+                victims = [call.args[k]] if 0 <= k < len(call.args) else []
+            elif full in MUTATING_BUILTINS:
+                victims = call.args[:1]
+            elif top in PURE_LIBRARIES or full in PURE_BUILTINS:
+                victims = []
+            else:
+                victims = call.args + list(call.kwargs.values())
+        elif b is not None and b.kind in ("function", "class") and b.info and b.info.summary:
+            s = b.info.summary
+            for p in s.mutated_params:
+                if isinstance(p, int) and p < len(call.args):
+                    victims.append(call.args[p])
+                elif isinstance(p, str):
+                    victims.append(call.kwargs.get(p))
+        elif b is not None and len(path) >= 2:
+            victims = []  # a method on a data object: it changes the receiver, not arguments
+        elif b is None and path and path[0] in KERNEL_NAMES:
+            victims = []
+        else:
+            victims = call.args + list(call.kwargs.values())
+        for v in victims:
+            if v is not None:
+                self.mutate(st, v, cell, line, Event("mutate", v, line, cond))
+
+    def rng_event(self, st: _StepState, what: str, pv: str, cell: int, line: int) -> None:
+        if what == "seed":
+            if pv not in self.seeded:
+                self.diag(
+                    "rng-state",
+                    Severity.info,
+                    cell,
+                    line,
+                    f"the global {pv} generator is seeded here; its state is carried from "
+                    "step to step so draws match the notebook",
+                    st.name,
+                )
+            self.seeded.add(pv)
+            st.state_local.add(pv)
+            st.state_writes.add(pv)
+            return
+        if pv not in self.seeded or pv in st.state_local:
+            return
+        producer = self.rng.get(pv)
+        if producer is not None:
+            st.state_inputs[pv] = (producer, cell, line)
+        st.state_local.add(pv)
+        st.state_writes.add(pv)
+
+    def maybe_state_call(
+        self, st: _StepState, call: CallInfo, full: str, cell: int, line: int, cond: Cond | bool
+    ) -> None:
+        for setter in STATE_SETTERS:
+            if full == setter or full.startswith(setter + "."):
+                container_read = (
+                    setter in _CONTAINER_STATE
+                    and full != setter
+                    and full.split(".")[-1] not in _CONTAINER_MUTATORS
+                )
+                if container_read:  # sys.path.index(…), os.environ.get(…): reads, not settings
+                    return
+                source = call.source if call.statement else ""
+                self.state_statement(st, cell, line, source, cond, full)
+                return
+
+    def state_statement(
+        self, st: _StepState, cell: int, line: int, source: str, cond: Cond | bool, what: str
+    ) -> None:
+        if source and not cond:
+            st.state_defs.append(
+                Definition(cell=cell, line=line, kind=DefinitionKind.state, source=source)
+            )
+            self.diag(
+                "global-state",
+                Severity.info,
+                cell,
+                line,
+                f"{what} sets process-wide state; it is replayed at the start of every "
+                "later step so they see it too",
+                st.name,
+            )
+        else:
+            self.diag(
+                "global-state",
+                Severity.warning,
+                cell,
+                line,
+                f"{what} sets process-wide state inside a condition, loop or function, "
+                "which does not travel to other steps; move it to the imports cell or a "
+                "top-level statement",
+                st.name,
+            )
+
+    def file_call(
+        self, st: _StepState, call: CallInfo, full: str | None, cell: int, line: int
+    ) -> None:
+        if not call.path:
+            return
+        last = call.path[-1]
+        if full == "open" or (len(call.path) == 1 and last == "open" and full is None):
+            path = call.strings[0] if call.strings else call.kwstrings.get("file")
+            mode = (call.strings[1] if len(call.strings) > 1 else None) or call.kwstrings.get(
+                "mode", "r"
+            )
+            if path:
+                self.file_event(st, cell, line, path, write=any(c in (mode or "r") for c in "wax+"))
+            return
+        for table, write in ((FILE_WRITERS, True), (FILE_READERS, False)):
+            k = table.get(full or "", table.get(last))
+            if k is None:
+                continue
+            if k == -1:
+                continue  # pathlib methods: the path is the receiver, not a literal argument
+            path = call.strings[k] if k < len(call.strings) else None
+            if path is None:
+                for key in (
+                    "path",
+                    "path_or_buf",
+                    "filepath_or_buffer",
+                    "fname",
+                    "filename",
+                    "file",
+                ):
+                    if key in call.kwstrings:
+                        path = call.kwstrings[key]
+                        break
+            if path:
+                self.file_event(st, cell, line, path, write=write)
+            return
+
+    def file_event(self, st: _StepState, cell: int, line: int, path: str, write: bool) -> None:
+        if not path or "\n" in path or len(path) > 400 or "://" in path:
+            return
+        norm = os.path.normpath(path)
+        if write:
+            st.files_written.setdefault(norm, (cell, line))
+            return
+        if norm in st.files_written:
+            return
+        src = self.file_writer.get(norm)
+        if src is not None and src[0] != st.name:
+            st.file_sources.setdefault(norm, (src[0], src[1], src[2], cell, line))
+            self.diag(
+                "file-handoff",
+                Severity.warning,
+                cell,
+                line,
+                f"{path!r} is read here but written by step {src[0]!r} (cell {src[1]}); "
+                "the steps are ordered so it works on this machine, but on Kubeflow steps "
+                "share no disk — pass the data as a variable or use a shared volume",
+                st.name,
+                [path],
+            )
+
+    # ------------------------------------------------------------------ imports and magics
+    def star_import(self, st: _StepState | None, cell: int, ev: Event) -> None:
+        module = ev.name
+        names: list[str] | None = None
+        if module and not module.startswith("."):
+            try:
+                if importlib.util.find_spec(module.split(".")[0]) is not None:
+                    mod = importlib.import_module(module)
+                    names = list(
+                        getattr(mod, "__all__", None)
+                        or [n for n in dir(mod) if not n.startswith("_")]
+                    )
+            except Exception:  # importing arbitrary modules can fail in any way
+                names = None
+        if names is None:
+            self.uncertain(cell)
+            self.diag(
+                "star-import",
+                Severity.warning,
+                cell,
+                ev.line,
+                f"`from {module} import *` cannot be resolved here, so names it defines "
+                "are guessed; import the names you use explicitly",
+                st.name if st else None,
+            )
+            return
+        self.diag(
+            "star-import",
+            Severity.warning,
+            cell,
+            ev.line,
+            f"`from {module} import *` binds {len(names)} names; it is replayed in steps "
+            "that use them, but explicit imports are clearer",
+            st.name if st else None,
+        )
+        info: DefInfo = ev.info
+        for n in names:
+            ni = DefInfo(info.source, origin=f"{module}.{n}", statement_id=info.statement_id)
+            if st is None:
+                self.env[n] = Binding(n, "role", None, cell, ev.line, info=ni)
+            else:
+                self.bind_name(st, n, "import", ni, cell, ev.line, ev.cond)
+
+    def uncertain(self, cell: int) -> None:
+        if self.uncertain_from is None or cell < self.uncertain_from:
+            self.uncertain_from = cell
+
+    def magic(self, st: _StepState, cell: int, ev: Event) -> None:
+        name, arg = ev.name, ev.info or ""
+        if name in STATE_MAGICS:
+            source = f"get_ipython().run_line_magic({name!r}, {arg!r})"
+            self.state_statement(st, cell, ev.line, source, ev.cond, f"%{name}")
+        elif name in OPAQUE_MAGICS:
+            self.uncertain(cell)
+            self.diag(
+                "opaque-magic",
+                Severity.warning,
+                cell,
+                ev.line,
+                f"%{name} may define variables this tool cannot see; names it defines "
+                "are not passed to other steps",
+                st.name,
+            )
+        elif name in ("!", "!=") and re.search(r"\b(pip|conda|mamba|apt(-get)?)\s+install\b", arg):
+            self.diag(
+                "shell-install",
+                Severity.info,
+                cell,
+                ev.line,
+                "installs packages at run time; on Kubeflow add them to the step image "
+                "instead (`jupyter-pipeline image`)",
+                st.name,
+            )
+
+    # ------------------------------------------------------------------ assembly
+    def need(
+        self, producer: str | None, name: str, seen: set[tuple[str, str]] | None = None
+    ) -> None:
+        """Make `producer` output `name`, passing it through when it only maybe rebinds it."""
+        if producer is None:
+            return
+        seen = seen or set()
+        if (producer, name) in seen:
+            return
+        seen.add((producer, name))
+        st = self.by_name[producer]
+        st.outputs.add(name)
+        through = st.passthrough.get(name)
+        if through is not None and name not in st.inputs:
+            if through.kind == "param":
+                st.params.add(name)
+            elif through.kind == "data":
+                st.inputs[name] = through
+                st.input_at[name] = (st.span.cells[0], 1)
+                self.need(through.step, name, seen)
+
+    def assemble(self) -> Pipeline:
+        # Outputs follow from what later steps take (iterate: pass-through adds inputs).
+        for st in self.steps:
+            for name, b in list(st.inputs.items()):
+                self.need(b.step, name)
+        for st in self.steps:
+            for pv, (producer, _, _) in st.state_inputs.items():
+                if producer is not None:
+                    self.by_name[producer].state_outputs.add(pv)
+
+        replay_sorted = []
+        for st in self.steps:
+            for d in st.state_defs:
+                replay_sorted.append((st.index, d))
+
+        order = {st.name: st.index for st in self.steps}
+        edges: list[Edge] = []
+        deps: dict[str, set[str]] = {st.name: set() for st in self.steps}
+        prev_targets: dict[str, list[tuple[str, int]]] = {}
+        for st in self.steps:
+            for target, cell in st.span.prev:
+                resolved = (
+                    target
+                    if target in self.by_name
+                    else next(
+                        (s.name for s in self.steps if _kfp(s.span.display_name) == target), None
+                    )
+                )
+                if resolved is None:
+                    continue  # the parser already refused unknown targets
+                prev_targets.setdefault(st.name, []).append((resolved, cell))
+
+        for st in self.steps:
+            by_src: dict[str, list[str]] = defaultdict(list)
+            for name, b in st.inputs.items():
+                if b.step is not None:
+                    by_src[b.step].append(name)
+            for src in sorted(by_src, key=order.__getitem__):
+                names = sorted(by_src[src])
+                reasons = []
+                for n in names:
+                    b = st.inputs[n]
+                    cell, line = st.input_at[n]
+                    reasons.append(
+                        f"{n}: read in {st.name} (cell {cell}, line {line}), last "
+                        f"changed in {src} (cell {b.cell}, line {b.line})"
+                    )
+                edges.append(
+                    Edge(
+                        source=src,
+                        target=st.name,
+                        kind=EdgeKind.data,
+                        variables=names,
+                        reason="; ".join(reasons),
+                    )
+                )
+                deps[st.name].add(src)
+            for pv, (producer, cell, line) in sorted(st.state_inputs.items()):
+                if producer is None:
+                    continue
+                edges.append(
+                    Edge(
+                        source=producer,
+                        target=st.name,
+                        kind=EdgeKind.state,
+                        variables=[pv],
+                        reason=f"{st.name} draws from the global {pv} generator (cell "
+                        f"{cell}, line {line}); its state comes from {producer}",
+                    )
+                )
+                deps[st.name].add(producer)
+            for target, cell in prev_targets.get(st.name, []):
+                edges.append(
+                    Edge(
+                        source=target,
+                        target=st.name,
+                        kind=EdgeKind.prev,
+                        reason=f"prev:{target} tag on cell {cell}",
+                    )
+                )
+                deps[st.name].add(target)
+            files: dict[str, list[str]] = defaultdict(list)
+            why: dict[str, list[str]] = defaultdict(list)
+            for p, (src, wc, _wl, rc, rl) in st.file_sources.items():
+                files[src].append(p)
+                why[src].append(
+                    f"{p}: written in {src} (cell {wc}), read in {st.name} (cell {rc}, line {rl})"
+                )
+            for src in sorted(files, key=order.__getitem__):
+                edges.append(
+                    Edge(
+                        source=src,
+                        target=st.name,
+                        kind=EdgeKind.file,
+                        variables=sorted(files[src]),
+                        reason="; ".join(why[src]),
+                    )
+                )
+                deps[st.name].add(src)
+
+        ancestors: dict[str, set[str]] = {}
+        for st in self.steps:
+            anc: set[str] = set()
+            for d in deps[st.name]:
+                anc |= {d} | ancestors[d]
+            ancestors[st.name] = anc
+        self.check_parallel(ancestors)
+        self.check_file_conflicts(ancestors)
+
+        steps = []
+        for st in self.steps:
+            defs = sorted(
+                [
+                    *self.role_defs,
+                    *st.definitions.values(),
+                    *(d for k, d in replay_sorted if k < st.index),
+                ],
+                key=lambda d: (d.cell, d.line),
+            )
+            steps.append(
+                Step(
+                    name=st.name,
+                    display_name=st.span.display_name
+                    if st.span.role == "step"
+                    else "pipeline-metrics",
+                    role="metrics" if st.span.role == "metrics" else "step",
+                    cells=list(st.span.cells),
+                    inputs=sorted(st.inputs),
+                    input_sources={n: b.step for n, b in sorted(st.inputs.items()) if b.step},
+                    outputs=sorted(st.outputs),
+                    parameters=sorted(st.params),
+                    definitions=defs,
+                    state_inputs={pv: p for pv, (p, _, _) in sorted(st.state_inputs.items()) if p},
+                    state_outputs=sorted(st.state_outputs),
+                    metrics=list(st.metrics),
+                    depends_on=sorted(deps[st.name], key=order.__getitem__),
+                    settings=st.span.settings,
+                )
+            )
+        self.diags.sort(key=lambda d: (d.cell if d.cell is not None else -1, d.line or 0, d.code))
+        nb = self.nb
+        return Pipeline(
+            name=nb.name,
+            notebook=nb.path,
+            description=nb.description,
+            steps=steps,
+            edges=edges,
+            parameters=self.parameters,
+            metrics=self.metrics,
+            diagnostics=self.diags,
+            image=nb.image,
+            experiment=nb.experiment,
+            kernel_name=nb.kernel_name,
+        )
+
+    def check_parallel(self, ancestors: dict[str, set[str]]) -> None:
+        for st in self.steps:
+            for name, b in st.inputs.items():
+                p = b.step
+                if p is None:
+                    continue
+                for w in self.writers.get(name, []):
+                    if w == p or self.by_name[w].index >= st.index:
+                        continue
+                    anc = ancestors[st.name]
+                    if w in anc and p in anc and w not in ancestors[p] and p not in ancestors[w]:
+                        cell, line = st.input_at[name]
+                        self.diag(
+                            "parallel-producers",
+                            Severity.warning,
+                            cell,
+                            line,
+                            f"{name!r} is produced by both {w!r} and {p!r}, which have no "
+                            f"order between them; {st.name!r} takes {p!r}'s (the later in "
+                            "the notebook) — add prev: tags or rename to make it explicit",
+                            st.name,
+                            [name],
+                        )
+
+    def check_file_conflicts(self, ancestors: dict[str, set[str]]) -> None:
+        seen: dict[str, tuple[str, int, int]] = {}
+        for st in self.steps:
+            for p, (cell, line) in st.files_written.items():
+                other = seen.get(p)
+                if other and other[0] not in ancestors[st.name]:
+                    self.diag(
+                        "file-conflict",
+                        Severity.warning,
+                        cell,
+                        line,
+                        f"{p!r} is also written by step {other[0]!r} (cell {other[1]}), "
+                        "which may run at the same time; write distinct files or order "
+                        "the steps with prev:",
+                        st.name,
+                        [p],
+                    )
+                seen[p] = (st.name, cell, line)
+
+
+def _kfp(name: str) -> str:
+    from jupyter_pipeline.notebook import kfp_name
+
+    return kfp_name(name)
+
+
+def _param_type(value: object) -> ParameterType:
+    if isinstance(value, bool):
+        return ParameterType.bool
+    if isinstance(value, int):
+        return ParameterType.int
+    if isinstance(value, float):
+        return ParameterType.float
+    if isinstance(value, str):
+        return ParameterType.str
+    if isinstance(value, list | tuple | set):
+        return ParameterType.list
+    if isinstance(value, dict):
+        return ParameterType.dict
+    return ParameterType.none
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, tuple | set):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, bytes | complex):
+        return repr(value)
+    return value
+
+
+def build_pipeline(parsed: ParsedNotebook) -> Pipeline:
+    """Analyze a parsed notebook into a Pipeline.
+
+    Raises:
+        NotebookError: A cell is not valid Python/IPython.
+    """
+    return _Analyzer(parsed).run()

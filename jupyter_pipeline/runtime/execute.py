@@ -82,6 +82,7 @@ class _Context:
         self.nb: NotebookNode | None = None
         self.pid: int | None = None
         self.ready_error: BaseException | None = None
+        self.crash: tuple[int, BaseException] | None = None
 
     def inputs(self) -> dict[str, str]:
         if self.ready is not None:
@@ -135,6 +136,9 @@ def _register_engine() -> None:
                 except CellExecutionError as ex:
                     self.nb_man.cell_exception(self.nb.cells[index], cell_index=index, exception=ex)
                     break
+                except BaseException as ex:  # kernel died (cancelled), timeout, …
+                    self.jp.crash = (index, ex)
+                    raise
                 finally:
                     self.nb_man.cell_complete(self.nb.cells[index], cell_index=index)
 
@@ -197,20 +201,27 @@ def _definition_cell(cell: Any, traceback: list[str]) -> int | None:
     return None
 
 
-def _find_failure(step: str, nb: NotebookNode) -> StepFailure:
-    """Locate the first error in an executed step notebook and pin it to a source cell."""
-    for cell in nb.cells:
+def _find_failure(
+    step: str, nb: NotebookNode, crash: tuple[int, BaseException] | None = None
+) -> StepFailure:
+    """Locate the first error in an executed step notebook and pin it to a source cell.
+
+    ``crash`` is (cell position, exception) when execution itself broke off (the kernel
+    died or was killed, a timeout) instead of a cell raising.
+    """
+    for position, cell in enumerate(nb.cells):
         if cell.get("cell_type") != "code":
             continue
         error = next((o for o in cell.get("outputs", []) if o.get("output_type") == "error"), None)
-        running = cell.get("metadata", {}).get("papermill", {}).get("status") == "running"
-        if error is None and not running:
+        crashed = crash is not None and crash[0] == position
+        if error is None and not crashed:
             continue
         if error is not None:
             ename, evalue = error.get("ename", "Error"), error.get("evalue", "")
             traceback = [_ANSI.sub("", t) for t in error.get("traceback", [])]
-        else:  # the kernel died while this cell ran
-            ename, evalue, traceback = "DeadKernelError", "the kernel died", []
+        else:
+            assert crash is not None
+            ename, evalue, traceback = type(crash[1]).__name__, str(crash[1]), []
         tags = cell.get("metadata", {}).get("tags", [])
         index = _source_cell(cell)
         what = f"{ename}: {evalue}" if evalue else ename
@@ -360,7 +371,7 @@ def run_step(
             if ctx.ready_error is not None or ctx.nb is None:
                 raise
             # Kernel died (cancelled), timed out, …: papermill saved what ran.
-            failure = _find_failure(request.step, ctx.nb)
+            failure = _find_failure(request.step, ctx.nb, ctx.crash)
             if failure.ename == "StepError":
                 raise
     finally:

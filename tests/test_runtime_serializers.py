@@ -1,0 +1,173 @@
+"""Serializer registry: each type round-trips, sharing survives, failures name the variable."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from jupyter_pipeline.runtime import load_value, load_values, save_value, save_values
+from jupyter_pipeline.runtime.serializers import UnserializableValue, value_dirname
+
+
+def roundtrip(value, tmp_path, name="v"):
+    meta = save_value(value, str(tmp_path / name), name)
+    assert json.loads((tmp_path / name / "meta.json").read_text())["digest"] == meta["digest"]
+    return meta, load_value(str(tmp_path / name))
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(12.0).reshape(3, 4),
+        np.asfortranarray(np.arange(12).reshape(3, 4)),
+        np.arange(20)[::3],  # not contiguous
+        np.array(3.5),
+        np.zeros((0, 3), dtype=np.int8),
+        np.array([("a", 1.5)], dtype=[("k", "U3"), ("v", "f4")]),
+        np.array(["2020-01-01", "2021-06-30"], dtype="datetime64[D]"),
+    ],
+)
+def test_numpy_arrays_use_npy(array, tmp_path):
+    meta, back = roundtrip(array, tmp_path)
+    assert meta["serializer"] == "npy"
+    assert (tmp_path / "v" / "value.npy").exists()
+    assert back.dtype == array.dtype and back.shape == array.shape
+    assert np.array_equal(back, array)
+    if array.flags.f_contiguous and not array.flags.c_contiguous:
+        assert back.flags.f_contiguous
+
+
+def test_object_arrays_are_pickled(tmp_path):
+    array = np.array([1, "a", None], dtype=object)
+    meta, back = roundtrip(array, tmp_path)
+    assert meta["serializer"] == "cloudpickle"
+    assert list(back) == [1, "a", None]
+
+
+def test_digest_depends_on_content(tmp_path):
+    a = save_value(np.arange(5), str(tmp_path / "a"))
+    b = save_value(np.arange(5), str(tmp_path / "b"))
+    c = save_value(np.arange(1, 6), str(tmp_path / "c"))
+    assert a["digest"] == b["digest"] != c["digest"]
+    assert a["size"] == (tmp_path / "a" / "value.npy").stat().st_size
+
+
+def test_dataframe_parquet_roundtrip(tmp_path):
+    df = pd.DataFrame(
+        {
+            "i": [1, 2, 3],
+            "f": [0.5, np.nan, 2.0],
+            "s": ["a", None, "c"],
+            "c": pd.Categorical(["u", "v", "u"]),
+            "t": pd.date_range("2024-01-01", periods=3, freq="D"),
+            "n": pd.array([1, None, 3], dtype="Int64"),
+        },
+        index=pd.Index([10, 20, 30], name="key"),
+    )
+    meta, back = roundtrip(df, tmp_path)
+    assert meta["serializer"] == "parquet"
+    pd.testing.assert_frame_equal(back, df)
+
+
+def test_series_parquet_roundtrip(tmp_path):
+    s = pd.Series([1.5, 2.5], index=["x", "y"], name="price")
+    meta, back = roundtrip(s, tmp_path)
+    assert meta["serializer"] == "parquet"
+    pd.testing.assert_series_equal(back, s)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pd.DataFrame({0: [1, 2], 1: [3.0, 4.0]}),  # non-str column labels
+        pd.DataFrame({"m": [1, "a", 2.5]}),  # object column of mixed types
+        pd.DataFrame({"s": ["a", np.nan]}, dtype=object),  # NaN would come back as None
+        pd.DataFrame([[1, 2]], columns=pd.MultiIndex.from_tuples([("a", "x"), ("a", "y")])),
+        pd.DataFrame({"l": [[1, 2], [3]]}),  # lists would come back as arrays
+    ],
+)
+def test_dataframe_fallback_is_exact(frame, tmp_path):
+    meta, back = roundtrip(frame, tmp_path)
+    assert meta["serializer"] == "cloudpickle"
+    pd.testing.assert_frame_equal(back, frame)
+    assert back.columns.dtype == frame.columns.dtype
+
+
+def test_frame_with_attrs_falls_back(tmp_path):
+    df = pd.DataFrame({"a": [1]})
+    df.attrs["unit"] = "m"
+    meta, back = roundtrip(df, tmp_path)
+    assert meta["serializer"] == "cloudpickle" and back.attrs == {"unit": "m"}
+
+
+def test_sklearn_estimator_uses_joblib(tmp_path):
+    x = np.array([[0.0], [1.0], [2.0], [3.0]])
+    est = LogisticRegression().fit(x, [0, 0, 1, 1])
+    meta, back = roundtrip(est, tmp_path)
+    assert meta["serializer"] == "joblib"
+    assert type(back) is LogisticRegression
+    assert np.array_equal(back.predict_proba(x), est.predict_proba(x))
+
+
+class Point:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+
+def test_generic_object_uses_cloudpickle(tmp_path):
+    value = {"p": Point(1, 2), "f": lambda v: v + 1, "s": {1, 2}}
+    meta, back = roundtrip(value, tmp_path)
+    assert meta["serializer"] == "cloudpickle"
+    assert (back["p"].x, back["p"].y, back["f"](1), back["s"]) == (1, 2, 2, {1, 2})
+
+
+def test_aliases_and_shared_objects_survive(tmp_path):
+    a = [1, 2]
+    arr = np.arange(3)
+    values = {"a": a, "b": a, "d": {"inner": a}, "arr": arr, "arr2": arr, "x": 5, "other": [9]}
+    metas = save_values(values, str(tmp_path))
+    assert metas["b"]["serializer"] == "alias" and metas["b"]["target"] == "a"
+    assert metas["arr"]["serializer"] == "npy" and metas["arr2"]["serializer"] == "alias"
+    assert metas["a"]["serializer"] == metas["d"]["serializer"] == "group"
+    assert metas["other"]["serializer"] == "cloudpickle"
+    assert metas["b"]["digest"] == metas["a"]["digest"] != metas["d"]["digest"]
+
+    back = load_values({k: str(tmp_path / value_dirname(k)) for k in values})
+    assert back["a"] is back["b"] is back["d"]["inner"]
+    assert back["arr"] is back["arr2"]
+    back["b"].append(3)
+    assert back["a"] == [1, 2, 3]
+    # A consumer reading only the alias still gets the value.
+    assert load_value(str(tmp_path / "b")) == [1, 2]
+
+
+def test_state_names_get_safe_directories(tmp_path):
+    metas = save_values({"__state__:numpy.random": np.random.get_state()}, str(tmp_path))
+    assert (tmp_path / value_dirname("__state__:numpy.random") / "meta.json").exists()
+    assert ":" not in value_dirname("__state__:numpy.random")
+    assert metas["__state__:numpy.random"]["serializer"] == "cloudpickle"
+
+
+@pytest.mark.parametrize(
+    ("value", "type_name"),
+    [((i for i in range(3)), "generator"), (threading.Lock(), "_thread.lock")],
+)
+def test_unserializable_names_variable_type_and_fix(value, type_name, tmp_path):
+    with pytest.raises(UnserializableValue) as info:
+        save_values({"ok": [1], "bad": value}, str(tmp_path))
+    message = str(info.value)
+    assert "'bad'" in message and type_name in message
+    assert "recompute it in the consuming step" in message.lower()
+    assert "one step" in message
+
+
+def test_unserializable_inside_shared_group_names_the_culprit(tmp_path):
+    shared = [1]
+    values = {"fine": shared, "holder": {"s": shared, "lock": threading.Lock()}}
+    with pytest.raises(UnserializableValue, match="'holder' \\(dict\\)"):
+        save_values(values, str(tmp_path))

@@ -189,9 +189,7 @@ def write_image_files(
     requirements = out / REQUIREMENTS_NAME
     requirements.write_text(
         f"# Pinned from the environment that ran `jupyter-pipeline image "
-        f"{Path(notebook_path).name}`.\n"
-        + "\n".join(lines)
-        + "\n",
+        f"{Path(notebook_path).name}`.\n" + "\n".join(lines) + "\n",
         encoding="utf-8",
     )
     version = f"{sys.version_info.major}.{sys.version_info.minor}"

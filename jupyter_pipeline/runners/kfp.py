@@ -456,6 +456,10 @@ class KfpRunner:
         deadline = time.monotonic() + timeout if timeout else None
         while True:
             run = self.refresh(run_id)
+            if not run.state.finished and self.store.cancel_requested(run.id):
+                # `jupyter-pipeline cancel` (any process) flags the run; the watcher acts.
+                self.cancel(run)
+                run = self.store.get_run(run.id)
             if on_event is not None:
                 for step in run.steps:
                     if seen.get(step.step) is not step.state:

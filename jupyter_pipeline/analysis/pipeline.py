@@ -256,23 +256,20 @@ class _Analyzer:
         parsed = parse_cell(self.nb.cells[i].source)
         for stmt in parsed.tree.body:
             line = stmt.lineno + parsed.line_offset
-            ok = (
-                isinstance(stmt, ast.Assign)
-                and len(stmt.targets) == 1
-                and isinstance(stmt.targets[0], ast.Name)
-            ) or (
-                isinstance(stmt, ast.AnnAssign)
-                and isinstance(stmt.target, ast.Name)
-                and stmt.value is not None
-            )
+            target: ast.expr | None = None
+            value_node: ast.expr | None = None
+            if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+                target, value_node = stmt.targets[0], stmt.value
+            elif isinstance(stmt, ast.AnnAssign):
+                target, value_node = stmt.target, stmt.value
             value = None
+            ok = isinstance(target, ast.Name) and value_node is not None
             if ok:
-                node = stmt.value  # type: ignore[union-attr]
                 try:
-                    value = ast.literal_eval(node)  # type: ignore[arg-type]
+                    value = ast.literal_eval(value_node)  # type: ignore[arg-type]
                 except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
                     ok = False
-            if not ok:
+            if not ok or not isinstance(target, ast.Name):
                 self.diag(
                     "parameter-not-literal",
                     Severity.error,
@@ -282,8 +279,7 @@ class _Analyzer:
                     "booleans, lists, dicts) to names; compute derived values in a step",
                 )
                 continue
-            target = stmt.targets[0] if isinstance(stmt, ast.Assign) else stmt.target  # type: ignore[union-attr]
-            name = target.id  # type: ignore[union-attr]
+            name = target.id
             self.parameters = [p for p in self.parameters if p.name != name]
             self.parameters.append(
                 Parameter(
@@ -582,7 +578,7 @@ class _Analyzer:
         for m in sorted(s.mutates):
             self.mutate(st, m, cell, line, None, active)
         for c in s.calls:
-            self.call(st, c, cell, line, True, in_function=True)
+            self.call(st, c, cell, line, (-1,), in_function=True)
         active.discard(sid)
 
     def bind(self, st: _StepState, ev: Event, cell: int) -> None:
@@ -592,7 +588,7 @@ class _Analyzer:
                 st.sure.add(ev.name)
                 st.passthrough.pop(ev.name, None)
                 if ev.name in st.writes:
-                    st.writes[ev.name].cond = False
+                    st.writes[ev.name].cond = ()
             return
         kind = ev.kind if ev.kind in _DEF_KINDS and not ev.cond else "data"
         if ev.kind in ("function", "class") and ev.cond:
@@ -711,7 +707,7 @@ class _Analyzer:
         if cond:
             # Maybe deleted: the value may or may not exist afterwards, exactly as in the
             # notebook; consumers get it through this step either way.
-            self.bind_name(st, name, "data", None, cell, line, cond=True)
+            self.bind_name(st, name, "data", None, cell, line, cond=cond)
             return
         b = Binding(name, "deleted", st.name, cell, line)
         st.sure.discard(name)
@@ -1162,8 +1158,8 @@ class _Analyzer:
         ancestors: dict[str, set[str]] = {}
         for st in self.steps:
             anc: set[str] = set()
-            for d in deps[st.name]:
-                anc |= {d} | ancestors[d]
+            for dep in deps[st.name]:
+                anc |= {dep} | ancestors[dep]
             ancestors[st.name] = anc
         self.check_parallel(ancestors)
         self.check_file_conflicts(ancestors)

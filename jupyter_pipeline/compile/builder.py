@@ -259,7 +259,8 @@ def _function_source(
         + f"    {json.dumps(doc)}\n"
         + "    _jp_args = locals().copy()\n"
         + "    from jupyter_pipeline.compile.entry import run_component\n\n"
-        + f"    run_component({json.dumps(json.dumps(spec, sort_keys=True))}, _jp_args)\n"
+        # A Python literal (keys sorted) reads better in the YAML than escaped JSON.
+        + f"    run_component({json.loads(json.dumps(spec, sort_keys=True))!r}, _jp_args)\n"
     )
 
 

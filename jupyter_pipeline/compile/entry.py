@@ -87,12 +87,13 @@ def _stage_inputs(spec: dict[str, Any], args: dict[str, Any], stage: Path) -> di
     return inputs
 
 
-def run_component(spec_json: str, args: dict[str, Any]) -> None:
+def run_component(spec_json: str | dict[str, Any], args: dict[str, Any]) -> None:
     """Run one pipeline step from inside its KFP component.
 
     Args:
-        spec_json: The component's embedded spec: step name, generated step notebook, and
-            which component argument carries each parameter, input and output.
+        spec_json: The component's embedded spec (a dict, or its JSON): step name,
+            generated step notebook, and which argument carries each parameter, input and
+            output.
         args: The component function's arguments (KFP artifacts and parameter values).
 
     Raises:
@@ -102,7 +103,7 @@ def run_component(spec_json: str, args: dict[str, Any]) -> None:
     from jupyter_pipeline.runtime.api import StepRequest
     from jupyter_pipeline.runtime.serializers import value_dirname
 
-    spec = json.loads(spec_json)
+    spec = json.loads(spec_json) if isinstance(spec_json, str) else spec_json
     work = Path(tempfile.mkdtemp(prefix=f"jp-{spec['step']}-"))
     output_dir = work / "outputs"
     executed = work / f"{spec['step']}.ipynb"

@@ -405,6 +405,9 @@ class _Analyzer:
             self.apply_definition(st, st.local.get(name), cell, line, _active)
             return
         outside = self.env.get(name)
+        local = st.local.get(name)
+        if local is not None and local.kind == "deleted" and name not in st.maybe:
+            outside = local  # deleted earlier in this step: that is what a read meets
         if name in st.maybe:
             local = st.local.get(name)
             self.apply_definition(st, local, cell, line, _active)
@@ -645,6 +648,23 @@ class _Analyzer:
         active: set[int] | None = None,
     ) -> None:
         if name in st.sure:
+            mine = st.local.get(name)
+            if (
+                mine is not None
+                and mine.kind == "import"
+                and ev is not None
+                and ev.kind != "method"
+                and isinstance(ev.info, str)
+            ):
+                # `plt.rcParams[…] = …` right after the import: global state all the same.
+                self.state_statement(st, cell, line, ev.info, ev.cond, f"{name}.…")
+                return
+            if name in st.inputs and name not in st.writes:
+                # An input changed in place (read first, so it is "sure" here): later
+                # readers must take it from this step, not from its producer.
+                b = Binding(name, "data", st.name, cell, line)
+                st.local[name] = b
+                st.writes[name] = b
             return  # a local object changed in place: still this step's value
         cond = ev.cond if ev is not None else (-1,)
         if any(cond[: len(b)] == b for b in st.maybe.get(name, ())):
@@ -699,11 +719,25 @@ class _Analyzer:
         st.passthrough.pop(name, None)  # the outside value is now an explicit input
 
     def delete(self, st: _StepState, name: str, cell: int, line: int, cond: Cond) -> None:
+        outside = self.env.get(name)
+        local = st.local.get(name)
         if name not in st.sure and name not in st.maybe:
-            outside = self.env.get(name)
+            if local is not None and local.kind == "deleted":
+                outside = local
             if outside is None or outside.kind == "deleted":
                 self.undefined(st, name, cell, line, outside, in_function=False)
                 return
+            # `del x` needs x in this step's kernel too: it is an input like a read.
+            self.read(st, name, cell, line, cond)
+        if (
+            cond
+            and name not in st.sure
+            and (outside is None or outside.kind == "deleted")
+            and all(c[: len(cond)] == cond for c in st.maybe.get(name, ()))
+        ):
+            # Bound and deleted in the same block (`except … as e` does this): whichever
+            # way the block goes, the name does not exist afterwards.
+            cond = ()
         if cond:
             # Maybe deleted: the value may or may not exist afterwards, exactly as in the
             # notebook; consumers get it through this step either way.
@@ -874,6 +908,25 @@ class _Analyzer:
         self, st: _StepState, cell: int, line: int, source: str, cond: Cond | bool, what: str
     ) -> None:
         if source and not cond:
+            # Replayed in later steps that may not import the module themselves: replay the
+            # imports the statement names along with it.
+            try:
+                tree: ast.AST | None = ast.parse(source)
+            except SyntaxError:
+                tree = None
+            for n in ast.walk(tree) if tree is not None else ():
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
+                    b = self.current(st, n.id)
+                    if b is not None and b.kind == "import" and b.info is not None:
+                        st.state_defs.append(
+                            Definition(
+                                cell=b.cell,
+                                line=b.line,
+                                kind=DefinitionKind.import_,
+                                names=[n.id],
+                                source=b.info.source,
+                            )
+                        )
             st.state_defs.append(
                 Definition(cell=cell, line=line, kind=DefinitionKind.state, source=source)
             )
@@ -1022,6 +1075,16 @@ class _Analyzer:
                 "are not passed to other steps",
                 st.name,
             )
+        elif name in ("pinfo", "pinfo2", "pdoc", "pdef", "psource", "pfile"):
+            # `x?` shows x: it reads x when x exists (an unknown name only prints "not found").
+            root = arg.strip().split(".")[0]
+            known = self.env.get(root)
+            if root.isidentifier() and (
+                root in st.sure
+                or root in st.maybe
+                or (known is not None and known.kind != "deleted")
+            ):
+                self.read(st, root, cell, ev.line, ev.cond)
         elif name in ("!", "!=") and re.search(r"\b(pip|conda|mamba|apt(-get)?)\s+install\b", arg):
             self.diag(
                 "shell-install",
@@ -1174,6 +1237,10 @@ class _Analyzer:
                 ],
                 key=lambda d: (d.cell, d.line),
             )
+            unique: dict[tuple[int, int, str], Definition] = {}
+            for d in defs:  # a state setting's import may also be one of the step's own
+                unique.setdefault((d.cell, d.line, d.source), d)
+            defs = list(unique.values())
             steps.append(
                 Step(
                     name=st.name,

@@ -430,8 +430,16 @@ def parse_notebook(
         if cell.cell_type != "code":
             if split == "headings" and top_heading is not None:
                 lv = _heading_level(cell.source)
-                if lv is not None and lv <= top_heading:
+                # Only headings of the split level open a step (a single title above them
+                # does not); the heading cell itself leads its step.
+                if lv is not None and lv == top_heading:
+                    if current is not None and not any(
+                        cells[j].cell_type == "code" for j in current.cells
+                    ):
+                        # A section without code joins the next one rather than vanishing.
+                        pending_markdown = list(current.cells)
                     last_step = open_span(_heading_title(cell.source), "step", i)
+                    last_step.cells.append(i)
                     continue
             if current is not None:
                 current.cells.append(i)

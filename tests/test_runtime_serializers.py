@@ -57,7 +57,7 @@ def test_digest_depends_on_content(tmp_path):
     assert a["size"] == (tmp_path / "a" / "value.npy").stat().st_size
 
 
-def test_dataframe_parquet_roundtrip(tmp_path):
+def test_dataframe_arrow_roundtrip(tmp_path):
     df = pd.DataFrame(
         {
             "i": [1, 2, 3],
@@ -70,14 +70,14 @@ def test_dataframe_parquet_roundtrip(tmp_path):
         index=pd.Index([10, 20, 30], name="key"),
     )
     meta, back = roundtrip(df, tmp_path)
-    assert meta["serializer"] == "parquet"
+    assert meta["serializer"] == "arrow"
     pd.testing.assert_frame_equal(back, df)
 
 
-def test_series_parquet_roundtrip(tmp_path):
+def test_series_arrow_roundtrip(tmp_path):
     s = pd.Series([1.5, 2.5], index=["x", "y"], name="price")
     meta, back = roundtrip(s, tmp_path)
-    assert meta["serializer"] == "parquet"
+    assert meta["serializer"] == "arrow"
     pd.testing.assert_series_equal(back, s)
 
 
@@ -171,3 +171,17 @@ def test_unserializable_inside_shared_group_names_the_culprit(tmp_path):
     values = {"fine": shared, "holder": {"s": shared, "lock": threading.Lock()}}
     with pytest.raises(UnserializableValue, match="'holder' \\(dict\\)"):
         save_values(values, str(tmp_path))
+
+
+def test_parquet_format_is_available(tmp_path):
+    from jupyter_pipeline.runtime.serializers import PandasSerializer
+
+    df = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    directory = tmp_path / "v"
+    directory.mkdir()
+    serializer = PandasSerializer("parquet")
+    digest, size, extra = serializer.save(df, str(directory))
+    (directory / "meta.json").write_text(
+        json.dumps({"serializer": "parquet", "digest": digest, "size": size, **extra})
+    )
+    pd.testing.assert_frame_equal(load_value(str(directory)), df)

@@ -727,17 +727,31 @@ class _CellVisitor:
 
     def s_Match(self, s: Any, cond: Cond) -> None:
         self.expr(s.subject, cond)
+        sure: list[set[str]] = []
         for case in s.cases:
             inner = _sub(cond)
+            captured: set[str] = set()
             for n in ast.walk(case.pattern):
                 if isinstance(n, ast.MatchValue | ast.MatchClass):
                     self.generic_stmt(n, inner)
                 name = getattr(n, "name", None) or getattr(n, "rest", None)
                 if isinstance(name, str):
                     self.emit("bind", name, case.pattern, inner)
+                    captured.add(name)
             if case.guard is not None:
                 self.expr(case.guard, inner)
             self.stmts(case.body, inner)
+            sure.append(captured | _surely_bound(case.body))
+        last = s.cases[-1] if s.cases else None
+        if (
+            last is not None
+            and isinstance(last.pattern, ast.MatchAs)
+            and last.pattern.pattern is None
+            and last.guard is None
+        ):
+            # An irrefutable last case (`case _:`): one case surely runs.
+            for name in sorted(set.intersection(*sure)):
+                self.emit("bind", name, s, cond, "merge")
 
     def s_Global(self, s: ast.Global, cond: Cond) -> None:
         pass

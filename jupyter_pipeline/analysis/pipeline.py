@@ -852,6 +852,8 @@ class _Analyzer:
             for p in s.mutated_params:
                 if isinstance(p, int) and p < len(call.args):
                     victims.append(call.args[p])
+                elif isinstance(p, int) and p < len(s.param_names):
+                    victims.append(call.kwargs.get(s.param_names[p]))  # passed by keyword
                 elif isinstance(p, str):
                     victims.append(call.kwargs.get(p))
         elif b is not None and len(path) >= 2:

@@ -464,7 +464,15 @@ def parse_notebook(
             new_step = f"c{sum(1 for c in cells[:i] if c.cell_type == 'code')}"
         elif split == "tags" and tags.step:
             new_step = tags.step
-        if new_step is not None:
+        same_as_last = (
+            new_step is not None
+            and split == "tags"
+            and last_step is not None
+            and kfp_name(new_step) == kfp_name(last_step.display_name)
+        )
+        if same_as_last:
+            current = last_step  # the step tagged again on a following cell: still one step
+        elif new_step is not None:
             last_step = open_span(new_step, "step", i)
         elif current is None or (
             current.role != "step" and current.role not in ("imports", "functions")

@@ -1,0 +1,81 @@
+"""Shared helpers for analysis tests: build notebooks in-test with nbformat.v4."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nbformat
+from nbformat import v4
+
+from jupyter_pipeline.analysis import analyze
+from jupyter_pipeline.model import Pipeline
+
+CellSpec = str | tuple[str, list[str]] | tuple[str, list[str], str]
+
+
+def md(source: str, tags: list[str] | None = None) -> tuple[str, list[str], str]:
+    """A markdown cell spec for :func:`nb`."""
+    return (source, list(tags or []), "markdown")
+
+
+def nb(*cells: CellSpec) -> nbformat.NotebookNode:
+    """Build a notebook: a cell is a source string, ``(source, tags)`` or ``md(...)``."""
+    out = []
+    for spec in cells:
+        if isinstance(spec, str):
+            source, tags, kind = spec, [], "code"
+        elif len(spec) == 2:
+            source, tags, kind = spec[0], spec[1], "code"
+        else:
+            source, tags, kind = spec
+        cell = v4.new_markdown_cell(source) if kind == "markdown" else v4.new_code_cell(source)
+        if tags:
+            cell.metadata["tags"] = list(tags)
+        out.append(cell)
+    return v4.new_notebook(
+        cells=out, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}}
+    )
+
+
+def run(*cells: CellSpec, split: str = "tags") -> Pipeline:
+    """Analyze a notebook built from ``cells``."""
+    return analyze(nb(*cells), path="t.ipynb", split=split)  # type: ignore[arg-type]
+
+
+def steps(p: Pipeline) -> dict[str, dict[str, Any]]:
+    """Step name → the facts most tests assert, in a compact comparable form."""
+    return {
+        s.name: {
+            "cells": s.cells,
+            "inputs": s.inputs,
+            "outputs": s.outputs,
+            "depends_on": s.depends_on,
+        }
+        for s in p.steps
+    }
+
+
+def io(p: Pipeline) -> dict[str, tuple[list[str], list[str], list[str]]]:
+    """Step name → (inputs, outputs, depends_on)."""
+    return {s.name: (s.inputs, s.outputs, s.depends_on) for s in p.steps}
+
+
+def edges(p: Pipeline) -> list[tuple[str, str, str, list[str]]]:
+    """Edges as (source, target, kind, variables)."""
+    return [(e.source, e.target, e.kind.value, e.variables) for e in p.edges]
+
+
+def diags(
+    p: Pipeline, *, include_info: bool = False
+) -> list[tuple[str, str, int | None, int | None]]:
+    """Diagnostics as (code, severity, cell, line); info ones only when asked."""
+    return [
+        (d.code, d.severity.value, d.cell, d.line)
+        for d in p.diagnostics
+        if include_info or d.severity.value != "info"
+    ]
+
+
+def codes(p: Pipeline) -> list[str]:
+    """Codes of all diagnostics, info included, in order."""
+    return [d.code for d in p.diagnostics]

@@ -97,7 +97,7 @@ class _Context:
 
 def _register_engine() -> None:
     from papermill.clientwrap import PapermillNotebookClient
-    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
     from papermill.log import logger
     from papermill.utils import remove_args
 
@@ -148,7 +148,50 @@ def _register_engine() -> None:
                 self.stderr_file.write(_ANSI.sub("", "\n".join(output.traceback)) + "\n")
                 self.stderr_file.flush()
 
+    class Manager(NotebookExecutionManager):
+        """Papermill's execution manager, saving at most once a second until the end.
+
+        Papermill writes the whole notebook at every cell start and end; for short steps
+        those writes cost more than the cells. The final save always happens.
+        """
+
+        final = False
+
+        def save(self, **kwargs: Any) -> None:
+            if self.final or (self.now() - self.last_save_time).total_seconds() >= 1.0:
+                super().save(**kwargs)
+
+        def notebook_complete(self, **kwargs: Any) -> None:
+            self.final = True
+            super().notebook_complete(**kwargs)
+
     class Engine(NBClientEngine):
+        @classmethod
+        def execute_notebook(
+            cls,
+            nb: Any,
+            kernel_name: str,
+            output_path: str | None = None,
+            progress_bar: bool = False,
+            log_output: bool = False,
+            autosave_cell_every: int = 30,
+            **kwargs: Any,
+        ) -> Any:
+            nb_man = Manager(
+                nb,
+                output_path=output_path,
+                progress_bar=progress_bar,
+                log_output=log_output,
+                autosave_cell_every=autosave_cell_every,
+            )
+            nb_man.notebook_start()
+            try:
+                cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)
+            finally:
+                nb_man.cleanup_pbar()
+                nb_man.notebook_complete()
+            return nb_man.nb
+
         @classmethod
         def execute_managed_notebook(
             cls,
@@ -345,6 +388,7 @@ def run_step(
     if request.env:
         kernel_kwargs["env"] = {**os.environ, **request.env}
     failure: StepFailure | None = None
+    crashed = False
     html: str | None = None
     try:
         try:
@@ -367,17 +411,19 @@ def run_step(
         except PapermillExecutionError:
             assert ctx.nb is not None
             failure = _find_failure(request.step, ctx.nb)
-        except BaseException:
+        except Exception:  # not BaseException: Ctrl-C must still interrupt the runner
             if ctx.ready_error is not None or ctx.nb is None:
                 raise
-            # Kernel died (cancelled), timed out, …: papermill saved what ran.
+            # Kernel died (cancelled), timed out, …: a failure of this step, not the caller's.
+            crashed = True
             failure = _find_failure(request.step, ctx.nb, ctx.crash)
             if failure.ename == "StepError":
                 raise
     finally:
         if log is not None:
             log.close()
-        if ctx.nb is not None and not os.path.exists(executed_path):
+        if crashed and ctx.nb is not None:
+            # Execution broke off (kernel died…): make sure the last state is on disk.
             nbformat.write(ctx.nb, executed_path)
         if request.html and os.path.exists(executed_path):
             html = _export_html(executed_path)

@@ -1,0 +1,294 @@
+"""Submit, watch, cancel and schedule through ``kfp.Client`` — against a STAND-IN for a cluster.
+
+No Kubeflow Pipelines cluster can run on this machine, so these tests start
+:class:`tests.kfp_standin.KfpStandIn`, a small HTTP server on 127.0.0.1 speaking the KFP
+v2beta1 REST API (healthz, experiments, runs create/get/terminate, recurring runs). It
+records every request, so the tests assert what ``kfp.Client`` really sent — the compiled
+pipeline spec, the parameters, the cron — and it advances task states over polls so the
+watcher's mapping onto the run store is exercised. It does not execute anything.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jupyter_pipeline.analysis import analyze_notebook
+from jupyter_pipeline.compile import KfpConfig, compile_pipeline
+from jupyter_pipeline.model import RunState
+from jupyter_pipeline.runners.base import ParameterError
+from jupyter_pipeline.runners.kfp import KfpError, KfpRunner, cron_expression, map_state
+from jupyter_pipeline.store import RunStore
+from tests.kfp_standin import KfpStandIn
+
+ROOT = Path(__file__).resolve().parent.parent
+NB = ROOT / "tests" / "data" / "compile" / "kale_linear.ipynb"
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return analyze_notebook(NB)
+
+
+@pytest.fixture
+def store(tmp_path):
+    with RunStore(tmp_path / "runs.db") as s:
+        yield s
+
+
+@pytest.fixture
+def cluster():
+    with KfpStandIn() as standin:
+        yield standin
+
+
+def runner_for(url, store, **kw):
+    kw.setdefault("config", KfpConfig())
+    return KfpRunner(url, store=store, poll_interval=0, timeout=5, **kw)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_submit_sends_the_compiled_spec_parameters_experiment_and_name(pipeline, store, cluster):
+    runner = runner_for(cluster.url, store)
+    run = runner.submit(pipeline, NB, {"n": 4}, run_name="nightly", experiment="team-exp")
+
+    (created,) = cluster.sent("POST", "/apis/v2beta1/runs")
+    body = created["body"]
+    assert body["display_name"] == "nightly"
+    # All parameters, overrides applied and typed (slope stays a float).
+    assert body["runtime_config"]["parameters"] == {"n": 4, "slope": 2.0, "label": "run"}
+    assert body["pipeline_spec"] == compile_pipeline(pipeline, NB, config=KfpConfig())
+    (exp,) = cluster.sent("POST", "/apis/v2beta1/experiments")
+    assert exp["body"]["display_name"] == "team-exp"
+    assert body["experiment_id"] == cluster.experiments[body["experiment_id"]]["experiment_id"]
+    assert cluster.sent("GET", "/apis/v2beta1/healthz")
+
+    stored = store.get_run(run.id)
+    assert stored.backend == "kfp"
+    assert stored.external_id in cluster.runs
+    assert stored.url == f"{cluster.url}/#/runs/details/{stored.external_id}"
+    assert stored.parameters == {"n": 4, "slope": 2.0, "label": "run"}
+    assert [s.step for s in stored.steps] == [s.name for s in pipeline.steps]
+    assert all(s.state is RunState.queued for s in stored.steps)
+
+    # The notebook's experiment (Kale metadata) is the default; an existing one is reused.
+    runner.submit(pipeline, NB)
+    (_, demo) = cluster.sent("POST", "/apis/v2beta1/experiments")
+    assert demo["body"]["display_name"] == "demo"
+    second = cluster.sent("POST", "/apis/v2beta1/runs")[1]["body"]
+    assert second["experiment_id"] != body["experiment_id"]
+    runner.submit(pipeline, NB, experiment="team-exp")
+    assert len(cluster.sent("POST", "/apis/v2beta1/experiments")) == 2
+
+
+def test_bad_parameter_is_refused_before_anything_is_sent(pipeline, store, cluster):
+    runner = runner_for(cluster.url, store)
+    with pytest.raises(ParameterError, match="unknown parameter 'zz'"):
+        runner.submit(pipeline, NB, {"zz": 1})
+    with pytest.raises(ParameterError, match="parameter n is int"):
+        runner.submit(pipeline, NB, {"n": "many"})
+    assert not cluster.sent("POST", "/apis/v2beta1/runs")
+
+
+def test_watch_maps_task_states_onto_the_run_store(pipeline, store, cluster):
+    runner = runner_for(cluster.url, store)
+    run = runner.submit(pipeline, NB)
+    seen: list[tuple[str | None, str]] = []
+    running_together: set[frozenset[str]] = set()
+
+    def on_event(event):
+        if event.kind == "step":
+            state = next(s.state for s in event.run.steps if s.step == event.step)
+            seen.append((event.step, state.value))
+            running = frozenset(s.step for s in event.run.steps if s.state is RunState.running)
+            if len(running) > 1:
+                running_together.add(running)
+        else:
+            seen.append((None, event.run.state.value))
+
+    final = runner.watch(run.id, on_event)
+    assert final.state is RunState.succeeded
+    assert final.finished is not None and final.started is not None
+    for step in final.steps:
+        assert step.state is RunState.succeeded
+        assert step.started is not None and step.finished is not None
+        assert step.external_id  # the KFP task id
+        states = [s for name, s in seen if name == step.step]
+        assert states[-1] == "succeeded"
+        assert "running" in states
+    # The two branches after `load` ran at the same time on the "cluster".
+    assert frozenset({"features", "summary"}) in running_together
+    assert seen[-1] == (None, "succeeded")
+    assert len(cluster.sent("GET", f"/apis/v2beta1/runs/{final.external_id}")) > 5
+
+
+def test_failed_task_fails_the_run_and_skips_what_never_started(pipeline, store):
+    with KfpStandIn(fail_task="train") as cluster:
+        runner = runner_for(cluster.url, store)
+        run = runner.watch(runner.submit(pipeline, NB).id)
+    steps = {s.step: s for s in run.steps}
+    assert run.state is RunState.failed
+    assert steps["train"].state is RunState.failed
+    assert "task train failed" in steps["train"].error
+    assert steps["load"].state is RunState.succeeded
+    assert steps["evaluate"].state is RunState.skipped
+    assert steps["pipeline-metrics"].state is RunState.skipped
+
+
+def test_cancel_terminates_the_kfp_run(pipeline, store, cluster):
+    runner = runner_for(cluster.url, store)
+    run = runner.submit(pipeline, NB)
+    runner.refresh(run.id)
+    # A runner built later (another process) finds the host from the run's UI link.
+    other = KfpRunner(store=store, config=KfpConfig(), poll_interval=0)
+    assert other.cancel(store.get_run(run.id)) is True
+    (terminate,) = cluster.sent("POST", "/apis/v2beta1/runs/")
+    assert terminate["path"] == f"/apis/v2beta1/runs/{run.external_id}:terminate"
+    assert store.get_run(run.id).state is RunState.cancelled
+    assert all(s.state.finished for s in store.get_run(run.id).steps)
+    final = runner.refresh(run.id)  # the cluster agrees
+    assert final.state is RunState.cancelled
+    assert other.cancel(run.id) is False  # already finished: nothing sent
+    assert len(cluster.sent("POST", "/apis/v2beta1/runs/")) == 1
+
+
+def test_cancel_requested_in_the_store_is_acted_on_by_the_watcher(pipeline, store, cluster):
+    runner = runner_for(cluster.url, store)
+    run = runner.submit(pipeline, NB)
+    store.request_cancel(run.id)  # what `jupyter-pipeline cancel` does from another process
+    final = runner.watch(run.id)
+    assert final.state is RunState.cancelled
+    assert cluster.sent("POST", f"/apis/v2beta1/runs/{run.external_id}:terminate")
+
+
+def test_schedule_creates_a_recurring_run_with_the_cron(pipeline, store, cluster):
+    runner = runner_for(cluster.url, store)
+    rec = runner.schedule(pipeline, NB, "0 6 * * 1-5", {"label": "daily"}, name="daily fit")
+    (sent,) = cluster.sent("POST", "/apis/v2beta1/recurringruns")
+    body = sent["body"]
+    assert body["trigger"]["cron_schedule"]["cron"] == "0 0 6 * * 1-5"
+    assert body["display_name"] == "daily fit"
+    assert body["mode"] == "ENABLE"
+    assert body["runtime_config"]["parameters"] == {"n": 6, "slope": 2.0, "label": "daily"}
+    assert body["pipeline_spec"]["pipelineInfo"]["name"] == pipeline.name
+    assert rec["id"] in cluster.recurring_runs
+    assert rec["cron"] == "0 0 6 * * 1-5"
+    assert rec["url"] == f"{cluster.url}/#/recurringrun/details/{rec['id']}"
+    with pytest.raises(KfpError, match="not a cron expression"):
+        runner.schedule(pipeline, NB, "every day")
+
+
+def test_unreachable_host_is_one_clear_error(pipeline, store):
+    runner = runner_for(f"http://127.0.0.1:{free_port()}", store)
+    with pytest.raises(KfpError, match=r"cannot reach KFP at http://127\.0\.0\.1:\d+"):
+        runner.submit(pipeline, NB)
+    assert store.list_runs() == []
+
+
+def test_rejected_token_is_one_clear_error(pipeline, store):
+    with KfpStandIn(token="s3cret") as cluster:
+        with pytest.raises(KfpError, match=r"rejected the credentials \(HTTP 401\)"):
+            runner_for(cluster.url, store, token="wrong").submit(pipeline, NB)
+        run = runner_for(cluster.url, store, token="s3cret").submit(pipeline, NB)
+        assert run.external_id in cluster.runs
+        sent = cluster.sent("POST", "/apis/v2beta1/runs")[-1]
+        assert sent["headers"]["authorization"] == "Bearer s3cret"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"v1_only": True, "version": "1.8.5"}, "is version 1.8.5 and has only the v1 API"),
+        ({"version": "1.8.5"}, "is version 1.8.5; compiled pipelines need KFP 2.x"),
+    ],
+)
+def test_incompatible_kfp_version_is_one_clear_error(pipeline, store, kwargs, message):
+    with KfpStandIn(**kwargs) as cluster:
+        with pytest.raises(KfpError, match=message):
+            runner_for(cluster.url, store).submit(pipeline, NB)
+        assert not cluster.sent("POST", "/apis/v2beta1/runs")
+
+
+def test_state_mapping_and_cron():
+    assert map_state("SUCCEEDED") is RunState.succeeded
+    assert map_state("CANCELING") is RunState.running
+    assert map_state("CANCELED") is RunState.cancelled
+    assert map_state(None) is RunState.queued
+    assert map_state("SKIPPED") is RunState.skipped
+    assert cron_expression("*/5 * * * *") == "0 */5 * * * *"
+    assert cron_expression("30 0 6 * * *") == "30 0 6 * * *"
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def cli(*args, env=None):
+    full_env = {**os.environ, **(env or {})}
+    for name in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_TOKEN", "JUPYTER_PIPELINE_KFP_CONFIG"):
+        if not env or name not in env:
+            full_env.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-m", "jupyter_pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+def test_cli_submit_watch_and_schedule(tmp_path):
+    db = str(tmp_path / "runs.db")
+    with KfpStandIn(token="tok") as cluster:
+        proc = cli(
+            "submit", str(NB), "--host", cluster.url, "-p", "n=3", "--experiment", "e1",
+            "--run-name", "cli run", "--watch", "--poll", "0", "--store", db,
+            env={"KF_PIPELINES_TOKEN": "tok"},
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert "submitted run" in proc.stdout and "/#/runs/details/run-" in proc.stdout
+        assert "  train: succeeded" in proc.stdout
+        assert proc.stdout.strip().endswith("succeeded")
+        body = cluster.sent("POST", "/apis/v2beta1/runs")[0]["body"]
+        assert body["runtime_config"]["parameters"]["n"] == 3
+        assert body["display_name"] == "cli run"
+        with RunStore(db) as s:
+            (run,) = s.list_runs()
+            assert run.backend == "kfp" and run.state is RunState.succeeded
+
+        proc = cli(
+            "submit", str(NB), "--host", cluster.url, "--token", "tok", "--schedule",
+            "15 2 * * *", "--store", db,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert "scheduled recurring run rec-" in proc.stdout
+        rec = cluster.sent("POST", "/apis/v2beta1/recurringruns")[0]["body"]
+        assert rec["trigger"]["cron_schedule"]["cron"] == "0 15 2 * * *"
+
+
+def test_cli_submit_failures_exit_2_with_one_line(tmp_path):
+    db = str(tmp_path / "runs.db")
+    proc = cli("submit", str(NB), "--host", f"http://127.0.0.1:{free_port()}", "--store", db)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "cannot reach KFP" in proc.stderr
+    with KfpStandIn(token="tok") as cluster:
+        proc = cli("submit", str(NB), "--host", cluster.url, "--token", "bad", "--store", db)
+        assert proc.returncode == 2 and "rejected the credentials" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        proc = cli("submit", str(NB), "--host", cluster.url, "-p", "zz=1", "--store", db)
+        assert proc.returncode == 2 and "unknown parameter 'zz'" in proc.stderr
+    with KfpStandIn(v1_only=True, version="1.8.5") as cluster:
+        proc = cli("submit", str(NB), "--host", cluster.url, "--store", db)
+        assert proc.returncode == 2 and "only the v1 API" in proc.stderr
+    proc = cli("submit", str(NB), "--store", db)
+    assert proc.returncode == 2 and "no KFP host" in proc.stderr

@@ -185,3 +185,30 @@ def test_parquet_format_is_available(tmp_path):
         json.dumps({"serializer": "parquet", "digest": digest, "size": size, **extra})
     )
     pd.testing.assert_frame_equal(load_value(str(directory)), df)
+
+
+def test_notebook_classes_resolve_to_consumers_definition(tmp_path, monkeypatch):
+    import sys
+
+    main = sys.modules["__main__"]
+
+    class Box:
+        def __init__(self, v):
+            self.v = v
+
+    Box.__module__, Box.__qualname__ = "__main__", "Box"
+    monkeypatch.setattr(main, "Box", Box, raising=False)
+    save_value({"box": Box([1])}, str(tmp_path / "v"), "v")
+
+    # The consumer replayed `class Box`: the loaded object is an instance of *that* class.
+    class Box2:
+        pass
+
+    Box2.__module__, Box2.__qualname__ = "__main__", "Box"
+    monkeypatch.setattr(main, "Box", Box2)
+    assert type(load_value(str(tmp_path / "v"))["box"]) is Box2
+
+    # A consumer that never defines Box still gets a working object (by value).
+    monkeypatch.delattr(main, "Box")
+    back = load_value(str(tmp_path / "v"))["box"]
+    assert type(back).__name__ == "Box" and back.v == [1]

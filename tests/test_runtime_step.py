@@ -268,6 +268,18 @@ def test_undefined_output_is_skipped_and_consumer_sees_name_error(tmp_path):
     assert not (tmp_path / "s" / "out" / "maybe").exists()
 
 
+def test_definition_error_points_at_its_source_cell(tmp_path):
+    defs = [
+        Definition(cell=0, kind="import", names=["os"], source="import os"),
+        Definition(cell=4, line=2, kind="import", names=["nope"], source="import nope_not_here"),
+    ]
+    nb, pipeline = one_step(["print(1)"], definitions=defs)
+    result = run_step(request(nb, pipeline, "s", tmp_path))
+    f = result.failure
+    assert (f.cell, f.ename) == (4, "ModuleNotFoundError")
+    assert f.message.startswith("step s failed replaying its imports and definitions (from cell 4)")
+
+
 # ------------------------------------------------------------------------------------------
 # Pre-warming, kernel pid, cancel
 # ------------------------------------------------------------------------------------------

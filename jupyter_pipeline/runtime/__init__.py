@@ -15,7 +15,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# Bump when the step notebook layout or the saved-value formats change: runners put it in
+# their cache keys, so values saved by an older runtime are never reused.
+RUNTIME_VERSION = "1"
+
 __all__ = [
+    "RUNTIME_VERSION",
     "SavedValue",
     "Serializer",
     "StepExecutionError",

@@ -356,15 +356,16 @@ class PandasSerializer(Serializer):
     def save(self, value: Any, directory: str) -> tuple[str, int, dict[str, Any]]:
         import pyarrow as pa
 
-        frame, extra = self._frame(value)
-        self._check(frame)
         try:
+            frame, extra = self._frame(value)
+            self._check(frame)
             table = pa.Table.from_pandas(frame)
-            head = frame.iloc[:64]
-            back = table.slice(0, 64).to_pandas()
+            same = self._same(frame.iloc[:64], table.slice(0, 64).to_pandas())
+        except Unsupported:
+            raise
         except Exception as exc:  # Arrow cannot hold it: pickle instead
-            raise Unsupported(str(exc)) from exc
-        if not self._same(head, back) or not frame.index[:0].equals(back.index[:0]):
+            raise Unsupported(f"{type(exc).__name__}: {exc}") from exc
+        if not same:
             raise Unsupported("round trip differs")
         if self.fmt == "parquet":
             import pyarrow.parquet as pq

@@ -1,0 +1,313 @@
+"""The fidelity measure (../shared/README.md): finest split vs. a straight run.
+
+For each corpus notebook (default: every ``tests/data/corpus/*.ipynb``):
+
+1. analyze it with ``split="cells"`` — every code cell its own step, role-tagged cells keep
+   their role;
+2. run it straight through with papermill ``--runs`` times (default 3; cwd = the notebook's
+   folder) and keep the code cells whose comparable outputs are identical in every run;
+3. run it as a pipeline with :class:`~jupyter_pipeline.runners.local.LocalRunner` (no cache)
+   and merge the steps' outputs back into the cells;
+4. compare every stable cell: text outputs (stdout, results, errors) and image data
+   (``image/png`` base64, ``image/svg+xml``) must be equal.
+
+Normalized before comparing, because they differ between *any* two runs: execution counts
+(never compared), memory addresses in reprs (``at 0x7f…``) and the numbers of IPython's
+timing lines (``CPU times: …``, ``Wall time: …``, ``%timeit`` results). Nothing else is
+masked. stderr (warnings) is compared too, but reported apart: a warning shown once per
+process legitimately appears again in a fresh kernel.
+
+Usage::
+
+    python bench/fidelity.py                       # all corpus notebooks
+    python bench/fidelity.py tests/data/corpus/kale__iris.ipynb --runs 3 --keep /tmp/fid
+    python bench/fidelity.py --json results.json   # machine-readable results too
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "tests" / "data" / "corpus"
+
+# IPython's own timing output: its numbers change on every run, its shape does not.
+_TIMING = [
+    (re.compile(r"(CPU times: user )[^\n]*"), r"\1…"),
+    (re.compile(r"(Wall time: )[^\n]*"), r"\1…"),
+    (
+        re.compile(
+            r"[\d.]+ [nµum]?s ± [\d.]+ [nµum]?s per loop \(mean ± std\. dev\. of \d+ runs?, "
+            r"[\d,]+ loops? each\)"
+        ),
+        "… per loop",
+    ),
+]
+
+
+def normalize(text: str) -> str:
+    """Mask what legitimately differs between any two runs (timing numbers).
+
+    Memory addresses are already masked by :func:`jupyter_pipeline.runners.verify.text_outputs`.
+    """
+    for pattern, repl in _TIMING:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def cell_outputs(cell: dict[str, Any]) -> dict[str, list[str]]:
+    """The comparable outputs of one executed code cell.
+
+    Returns:
+        ``text`` (stdout, results, errors — addresses and timings masked), ``stderr`` and
+        ``images`` (full image payloads, in display order).
+    """
+    from jupyter_pipeline.runners.verify import text_outputs
+
+    text = [normalize(t) for t in text_outputs(cell, stderr=False, images=False)]
+    with_err = [normalize(t) for t in text_outputs(cell, stderr=True, images=False)]
+    stderr = [t for t in with_err if t.startswith("[stderr]")]
+    images = []
+    for o in cell.get("outputs", []):
+        data = o.get("data") or {}
+        for mime in ("image/png", "image/svg+xml", "image/jpeg"):
+            if mime in data:
+                value = data[mime]
+                images.append(f"{mime}:{''.join(value) if isinstance(value, list) else value}")
+    return {"text": text, "stderr": stderr, "images": images}
+
+
+@dataclass
+class CellResult:
+    """Comparison of one code cell."""
+
+    cell: int
+    step: str
+    stable: bool
+    equal: bool | None = None  # None when not compared (unstable)
+    stderr_equal: bool | None = None
+    diff: str = ""
+
+
+@dataclass
+class NotebookResult:
+    """Fidelity of one notebook."""
+
+    notebook: str
+    steps: int = 0
+    code_cells: int = 0
+    compared: int = 0
+    equal: int = 0
+    unstable: list[int] = field(default_factory=list)
+    not_run: list[int] = field(default_factory=list)
+    stderr_differs: list[int] = field(default_factory=list)
+    straight_seconds: list[float] = field(default_factory=list)
+    pipeline_seconds: float = 0.0
+    run_state: str = ""
+    run_error: str | None = None
+    straight_error: str | None = None
+    differing: list[CellResult] = field(default_factory=list)
+    work_dir: str = ""
+
+    @property
+    def reproduced(self) -> bool:
+        return self.straight_error is None and self.compared == self.equal and not self.run_error
+
+
+def short_diff(expected: list[str], actual: list[str], limit: int = 12) -> str:
+    """A unified diff of two output lists, at most ``limit`` lines."""
+    lines = list(
+        difflib.unified_diff(
+            "\n".join(expected).splitlines(),
+            "\n".join(actual).splitlines(),
+            "straight",
+            "pipeline",
+            lineterm="",
+            n=1,
+        )
+    )
+    if len(lines) > limit:
+        lines = [*lines[:limit], f"… ({len(lines) - limit} more lines)"]
+    return "\n".join(x if len(x) < 160 else x[:157] + "…" for x in lines)
+
+
+def _image_summary(images: list[str]) -> list[str]:
+    import hashlib
+
+    return [f"{i.split(':', 1)[0]} sha256={hashlib.sha256(i.encode()).hexdigest()[:12]}"
+            for i in images]  # fmt: skip
+
+
+def straight_run(nb_path: Path, out: Path, kernel: str) -> float:
+    """Run ``nb_path`` top to bottom with papermill (cwd = its folder); return seconds."""
+    import papermill
+
+    start = time.perf_counter()
+    papermill.execute_notebook(
+        str(nb_path),
+        str(out),
+        cwd=str(nb_path.parent),
+        kernel_name=kernel,
+        language="python",
+        progress_bar=False,
+    )
+    return time.perf_counter() - start
+
+
+def measure(
+    nb_path: Path, runs: int = 3, work: Path | None = None, max_parallel: int | None = None
+) -> NotebookResult:
+    """Measure the fidelity of one notebook (see the module docstring).
+
+    Args:
+        nb_path: The notebook (never modified).
+        runs: Straight runs used to find the stable cells.
+        work: Folder for executed notebooks and the run store (default: a temporary one).
+        max_parallel: Steps at once in the pipeline run (default: CPU count).
+    """
+    import nbformat
+    import papermill
+
+    from jupyter_pipeline.analysis import analyze_notebook
+    from jupyter_pipeline.runners.local import LocalRunner
+    from jupyter_pipeline.store import RunStore
+
+    nb_path = nb_path.resolve()
+    work = Path(work or tempfile.mkdtemp(prefix="jp-fidelity-")) / nb_path.stem
+    work.mkdir(parents=True, exist_ok=True)
+    result = NotebookResult(notebook=nb_path.name, work_dir=str(work))
+    pipeline = analyze_notebook(nb_path, split="cells")
+    result.steps = len(pipeline.steps)
+    source = nbformat.read(str(nb_path), as_version=4)
+    code = [i for i, c in enumerate(source.cells) if c.cell_type == "code"]
+    result.code_cells = len(code)
+    step_of = {c: s.name for s in pipeline.steps for c in s.cells}
+
+    straight: list[Any] = []
+    for k in range(runs):
+        out = work / f"straight-{k}.ipynb"
+        try:
+            result.straight_seconds.append(straight_run(nb_path, out, pipeline.kernel_name))
+        except papermill.PapermillExecutionError as exc:
+            result.straight_error = f"cell {exc.cell_index}: {exc.ename}: {exc.evalue}"
+            return result
+        straight.append(nbformat.read(str(out), as_version=4))
+
+    merged_path = work / "pipeline.ipynb"
+    start = time.perf_counter()
+    with RunStore(work / "store" / "runs.db") as store:
+        run = LocalRunner(store, max_parallel=max_parallel, cache=False).run(
+            pipeline, nb_path, parameters={}, output=merged_path
+        )
+    result.pipeline_seconds = time.perf_counter() - start
+    result.run_state = run.state.value
+    failed = [s for s in run.steps if s.error]
+    if failed:
+        result.run_error = "; ".join(f"{s.step}: {s.error}" for s in failed)
+    merged = nbformat.read(str(merged_path), as_version=4)
+
+    for i in code:
+        ref = [cell_outputs(nb.cells[i]) for nb in straight]
+        # stderr alone varying does not make the cell's real outputs unstable
+        stable = all((r["text"], r["images"]) == (ref[0]["text"], ref[0]["images"]) for r in ref)
+        stable_err = all(r["stderr"] == ref[0]["stderr"] for r in ref)
+        if i not in step_of:
+            # skip-tagged (and imports/functions/parameters) cells keep their role: the
+            # pipeline does not run them as cells, so they have no outputs to compare
+            result.not_run.append(i)
+            continue
+        cr = CellResult(cell=i, step=step_of[i], stable=stable)
+        if not stable:
+            result.unstable.append(i)
+            continue
+        got = cell_outputs(merged.cells[i])
+        want = ref[0]
+        cr.equal = got["text"] == want["text"] and got["images"] == want["images"]
+        cr.stderr_equal = got["stderr"] == want["stderr"] if stable_err else None
+        if cr.stderr_equal is False:
+            result.stderr_differs.append(i)
+        result.compared += 1
+        if cr.equal:
+            result.equal += 1
+        else:
+            exp = want["text"] + _image_summary(want["images"])
+            act = got["text"] + _image_summary(got["images"])
+            cr.diff = short_diff(exp, act)
+            result.differing.append(cr)
+    return result
+
+
+def report(r: NotebookResult) -> str:
+    """Human-readable lines for one notebook."""
+    mean = sum(r.straight_seconds) / len(r.straight_seconds) if r.straight_seconds else 0.0
+    status = "REPRODUCED" if r.reproduced else "DIFFERS"
+    lines = [
+        f"{r.notebook}: {status} — {r.equal}/{r.compared} compared cells equal "
+        f"({r.code_cells} code cells, {len(r.unstable)} unstable, {r.steps} steps); "
+        f"straight {mean:.1f} s, pipeline {r.pipeline_seconds:.1f} s"
+    ]
+    if r.straight_error:
+        lines.append(f"  straight run failed: {r.straight_error}")
+    if r.run_error:
+        lines.append(f"  pipeline failed: {r.run_error}")
+    if r.not_run:
+        lines.append(f"  role cells the pipeline does not run as cells: {r.not_run}")
+    if r.unstable:
+        lines.append(f"  unstable between straight runs (not compared): cells {r.unstable}")
+    if r.stderr_differs:
+        lines.append(f"  stderr differs (not counted): cells {r.stderr_differs}")
+    if r.differing:
+        first = r.differing[0]
+        more = f" (and cells {[d.cell for d in r.differing[1:]]})" if len(r.differing) > 1 else ""
+        lines.append(f"  first differing cell: {first.cell} (step {first.step}){more}")
+        lines.extend("    " + x for x in first.diff.splitlines())
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the fidelity measure and print one block per notebook and the total."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: the whole corpus")
+    parser.add_argument("--runs", type=int, default=3, help="straight runs (default 3)")
+    parser.add_argument("--max-parallel", type=int, default=None)
+    parser.add_argument("--keep", type=Path, help="keep executed notebooks under this folder")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    notebooks = args.notebooks or sorted(CORPUS.glob("*.ipynb"))
+    work = args.keep or Path(tempfile.mkdtemp(prefix="jp-fidelity-"))
+    results = []
+    total = time.perf_counter()
+    for nb in notebooks:
+        r = measure(nb, runs=args.runs, work=work, max_parallel=args.max_parallel)
+        results.append(r)
+        print(report(r), flush=True)
+    ok = sum(r.reproduced for r in results)
+    cells = sum(r.compared for r in results)
+    equal = sum(r.equal for r in results)
+    straight = sum(sum(r.straight_seconds) / max(1, len(r.straight_seconds)) for r in results)
+    pipe = sum(r.pipeline_seconds for r in results)
+    print(
+        f"\n{ok}/{len(results)} notebooks fully reproduced; {equal}/{cells} compared cells equal; "
+        f"straight runs {straight:.0f} s, pipeline runs {pipe:.0f} s "
+        f"(ratio {pipe / max(straight, 1e-9):.2f}), wall {time.perf_counter() - total:.0f} s"
+    )
+    print(f"executed notebooks under {work}")
+    if args.json:
+        data = [{**asdict(r), "reproduced": r.reproduced} for r in results]
+        args.json.write_text(json.dumps(data, indent=1))
+    return 0 if ok == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

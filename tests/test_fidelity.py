@@ -1,0 +1,84 @@
+"""The fidelity measure on three quick corpus notebooks (the full measure: ``bench/fidelity.py``).
+
+Each notebook is split one step per code cell, run straight through with papermill (to find
+the cells whose outputs are stable) and as a pipeline with real kernels; every stable cell's
+text outputs and image data must be equal in the merged notebook.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "tests" / "data" / "corpus"
+
+
+def _fidelity():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("bench_fidelity", ROOT / "bench" / "fidelity.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+fidelity = _fidelity()
+
+
+def test_normalize_masks_only_timings() -> None:
+    assert fidelity.normalize(
+        "CPU times: user 1.2 ms, sys: 0 ns, total: 1.2 ms\nWall time: 3 s"
+    ) == ("CPU times: user …\nWall time: …")
+    assert (
+        fidelity.normalize("12.3 ms ± 1.1 ms per loop (mean ± std. dev. of 7 runs, 100 loops each)")
+        == "… per loop"
+    )
+    # Ordinary numbers are real results: never masked.
+    assert fidelity.normalize("accuracy 0.93 in 3 s") == "accuracy 0.93 in 3 s"
+
+
+def test_cell_outputs_compare_text_images_and_mask_addresses() -> None:
+    cell = {
+        "outputs": [
+            {"output_type": "stream", "name": "stdout", "text": "a\n"},
+            {"output_type": "stream", "name": "stdout", "text": "b\n"},
+            {"output_type": "stream", "name": "stderr", "text": "warn\n"},
+            {
+                "output_type": "display_data",
+                "data": {"text/plain": "<Figure at 0x7f00deadbeef>", "image/png": "iVBORw0KGgo="},
+            },
+        ]
+    }
+    out = fidelity.cell_outputs(cell)
+    assert out["text"] == ["[stdout] a\nb\n", "[result] <Figure at 0x…>"]
+    assert out["stderr"] == ["[stderr] warn\n"]
+    assert out["images"] == ["image/png:iVBORw0KGgo="]
+    other = {"outputs": [dict(cell["outputs"][3], data={"image/png": "iVBORw0KGgp="})]}
+    assert fidelity.cell_outputs(other)["images"] != out["images"]
+
+
+@pytest.mark.kernel
+@pytest.mark.corpus
+@pytest.mark.parametrize(
+    "name",
+    [
+        "kale__pipeline_parameters_and_metrics",
+        "sklearn__cluster__plot_dbscan",
+        "sklearn__cluster__plot_mean_shift",
+    ],
+)
+def test_split_per_cell_reproduces_the_straight_run(name: str, tmp_path: Path) -> None:
+    # Two straight runs are enough here: these notebooks' only unseeded output is a float
+    # (kale__pipeline_parameters_and_metrics), which never repeats by chance.
+    r = fidelity.measure(CORPUS / f"{name}.ipynb", runs=2, work=tmp_path, max_parallel=2)
+    assert r.straight_error is None
+    assert r.run_error is None, r.run_error
+    assert r.run_state == "succeeded"
+    assert r.compared >= 2
+    assert [(d.cell, d.diff) for d in r.differing] == []
+    assert r.equal == r.compared
+    assert r.reproduced

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from jupyter_pipeline.analysis import analyze
@@ -374,6 +375,13 @@ def test_compile_pipeline_returns_the_ir_and_is_deterministic():
     assert first["pipelineInfo"]["name"] == "nb"
     assert "/somewhere/deep" not in second.yaml  # no machine-specific paths
     assert compile_package(pipeline, nb, config=KfpConfig()).yaml == second.yaml
+    assert list(yaml.safe_load_all(second.yaml)) == [second.pipeline_spec]
+
+
+def test_package_dicts_are_the_yaml_documents():
+    nb = make_nb(("a = 1", ["step:one"]), ("print(a)", ["step:two"]))
+    _, package = compiled(nb, secrets=[SecretEnv(name="s", env={"E": "k"})])
+    assert list(yaml.safe_load_all(package.yaml)) == [package.pipeline_spec, package.platform_spec]
 
 
 # ---------------------------------------------------------------------------- config

@@ -484,7 +484,7 @@ def compile_package(
     Returns:
         The pipeline spec, the platform spec (Kubernetes secrets) if any, and the YAML text.
     """
-    import yaml
+    from google.protobuf import json_format
 
     func, plans = build_pipeline_func(pipeline, source_nb, **options)
     _, compiler = _kfp()
@@ -492,10 +492,11 @@ def compile_package(
         path = Path(tmp) / "pipeline.yaml"
         compiler.Compiler().compile(func, str(path))
         text = path.read_text(encoding="utf-8")
-    docs = list(yaml.safe_load_all(text))
+    # The same dicts kfp's compiler dumped (re-parsing its YAML would cost seconds).
+    platform = func.platform_spec
     return CompiledPackage(
-        pipeline_spec=docs[0],
-        platform_spec=docs[1] if len(docs) > 1 else None,
+        pipeline_spec=json_format.MessageToDict(func.pipeline_spec),
+        platform_spec=json_format.MessageToDict(platform) if platform.platforms else None,
         yaml=text,
         components=plans,
     )

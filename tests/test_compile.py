@@ -334,6 +334,10 @@ def test_pip_mode_installs_only_each_steps_own_imports():
         assert "jp==1" in installed(task)
         assert "scikit-learn" not in installed(task)
         assert executor(spec, task)["image"] == "python:3.11"
+    # Without a configured base image, pip mode uses plain Python of this version.
+    _, package = compiled(nb, packages_mode="pip")
+    py = f"python:{sys.version_info.major}.{sys.version_info.minor}"
+    assert executor(package.pipeline_spec, "nums")["image"] == py
 
 
 def test_env_vars_and_kubernetes_secrets():

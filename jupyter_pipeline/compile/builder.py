@@ -21,6 +21,7 @@ import inspect
 import json
 import keyword
 import linecache
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -123,15 +124,13 @@ def _image_for(
     step: Step, pipeline: Pipeline, nb_image: str | None, config: KfpConfig, override: str | None
 ) -> str:
     # Most specific wins: the step's image: tag, then the notebook's default, then the
-    # command line, then the configured default (an image that holds the project).
-    return (
-        step.settings.image
-        or pipeline.image
-        or nb_image
-        or override
-        or config.image
-        or DEFAULT_IMAGE
-    )
+    # command line, then the configured default (an image that holds the project) — or, when
+    # steps pip-install what they need, a plain Python image.
+    if config.packages == "pip":
+        fallback = config.base_image or f"python:{sys.version_info.major}.{sys.version_info.minor}"
+    else:
+        fallback = config.image or DEFAULT_IMAGE
+    return step.settings.image or pipeline.image or nb_image or override or fallback
 
 
 def _apply_limits(task: Any, step: Step) -> None:
@@ -399,8 +398,6 @@ def build_pipeline_func(
         secrets=[s.model_dump() for s in secrets] if secrets else None,
         html=html,
     )
-    if config.packages == "pip" and config.base_image:
-        image = image or config.base_image
     dsl, _ = _kfp()
     plans = _plan_components(pipeline, nb, config, image, nb_kfp.get("image"), config.html)
     components = {}

@@ -1,0 +1,135 @@
+"""Benchmark: KFP compile time, in-process and as a cold ``jupyter-pipeline compile`` command.
+
+Prints, for each example notebook (``examples/notebooks``, plus the compiler's test
+notebooks) and a generated 100-step notebook: analysis time, compile time (kfp's compiler,
+in-process, kfp already imported), and the CLI cold start (a fresh process running
+``jupyter-pipeline compile NB -o OUT``, median of several runs). Goal: the command under
+2.5 s (Kale: 6.4 s).
+
+Usage: python bench/compile.py [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parent.parent
+GOAL_S = 2.5
+KALE_S = 6.4
+
+
+def hundred_step_notebook(path: Path, steps: int = 100) -> Path:
+    """A chain of steps with fan-out and fan-in, parameters, imports and metrics."""
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nb.cells.append(
+        new_code_cell("import math\nimport numpy as np", metadata={"tags": ["imports"]})
+    )
+    nb.cells.append(
+        new_code_cell("scale = 2\noffset = 0.5", metadata={"tags": ["pipeline-parameters"]})
+    )
+    nb.cells.append(new_code_cell("v0 = np.arange(4) * scale", metadata={"tags": ["step:s0"]}))
+    for i in range(1, steps):
+        nb.cells.append(new_markdown_cell(f"## Step {i}"))
+        if i % 10 == 0:  # fan-in of two earlier branches
+            src = f"v{i} = v{i - 1} + v{i - 2} + offset"
+        else:
+            src = f"v{i} = v{i - 1 if i % 2 else max(i - 2, 0)} * 1.0 + math.sqrt({i})"
+        tags = [f"step:s{i}"]
+        if i % 25 == 0:
+            tags += ["limit:cpu:1", "limit:memory:1Gi", "retry:1"]
+        nb.cells.append(new_code_cell(src, metadata={"tags": tags}))
+    nb.cells.append(
+        new_code_cell(f"total = float(v{steps - 1}.sum())", metadata={"tags": ["step:final"]})
+    )
+    nb.cells.append(new_code_cell("total", metadata={"tags": ["pipeline-metrics"]}))
+    nbformat.write(nb, path)
+    return path
+
+
+# The same command with nbformat's jsonschema kept from importing rfc3987_syntax (which
+# compiles ~40 lark grammars at import): what the CLI costs once that is skipped.
+_NO_RFC3987 = (
+    "import sys; sys.modules['rfc3987_syntax'] = None\n"
+    "from jupyter_pipeline.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def cold_cli(nb: Path, out: Path, repeat: int, skip_rfc3987: bool = False) -> float:
+    times = []
+    head = ["-c", _NO_RFC3987] if skip_rfc3987 else ["-m", "jupyter_pipeline.cli"]
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, *head, "compile", str(nb), "-o", str(out)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        times.append(time.perf_counter() - t0)
+        if proc.returncode != 0:
+            raise SystemExit(f"compile failed for {nb}: {proc.stderr.strip()}")
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="CLI runs per notebook (median)")
+    args = parser.parse_args()
+
+    from jupyter_pipeline.analysis import analyze_notebook
+    from jupyter_pipeline.compile import KfpConfig, compile_package
+    from jupyter_pipeline.notebook import read_notebook
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import kfp.compiler  # noqa: F401  (import cost is measured by the CLI column)
+
+    tmp = Path(tempfile.mkdtemp(prefix="jp-bench-compile-"))
+    notebooks = sorted((ROOT / "examples" / "notebooks").glob("*.ipynb"))
+    notebooks += sorted((ROOT / "tests" / "data" / "compile").glob("*.ipynb"))
+    notebooks.append(hundred_step_notebook(tmp / "hundred_steps.ipynb"))
+
+    print(
+        f"{'notebook':34} {'steps':>5} {'analyze':>9} {'compile':>9} {'CLI cold':>9} "
+        f"{'vs goal':>8} {'CLI, no rfc3987':>16}"
+    )
+    worst = worst_fast = 0.0
+    for nb_path in notebooks:
+        t0 = time.perf_counter()
+        pipeline = analyze_notebook(nb_path)
+        t1 = time.perf_counter()
+        compile_package(pipeline, read_notebook(nb_path), config=KfpConfig())
+        t2 = time.perf_counter()
+        cli = cold_cli(nb_path, tmp / f"{nb_path.stem}.yaml", args.repeat)
+        fast = cold_cli(nb_path, tmp / f"{nb_path.stem}.yaml", args.repeat, skip_rfc3987=True)
+        worst, worst_fast = max(worst, cli), max(worst_fast, fast)
+        print(
+            f"{nb_path.stem[:34]:34} {len(pipeline.steps):5d} {t1 - t0:8.3f}s {t2 - t1:8.3f}s "
+            f"{cli:8.2f}s {cli / GOAL_S:7.2f}x {fast:15.2f}s"
+        )
+    print(
+        f"\nslowest `jupyter-pipeline compile` cold start: {worst:.2f} s "
+        f"(goal < {GOAL_S} s: {'met' if worst < GOAL_S else 'MISSED'}; Kale {KALE_S} s, "
+        f"ratio {worst / KALE_S:.2f})\n"
+        f"the same without importing rfc3987_syntax: {worst_fast:.2f} s "
+        f"(goal {'met' if worst_fast < GOAL_S else 'MISSED'})"
+    )
+
+
+if __name__ == "__main__":
+    main()

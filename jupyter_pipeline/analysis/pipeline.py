@@ -411,7 +411,9 @@ class _Analyzer:
         if name in st.maybe:
             local = st.local.get(name)
             self.apply_definition(st, local, cell, line, _active)
-            if any(cond[: len(b)] == b for b in st.maybe[name]):
+            if name in st.sure:  # a function applied just above may have bound it
+                return
+            if any(cond[: len(b)] == b for b in st.maybe.get(name, ())):
                 return  # bound earlier in a block around this read: surely bound here
             if outside is None or outside.kind == "deleted":
                 return

@@ -212,3 +212,14 @@ def test_notebook_classes_resolve_to_consumers_definition(tmp_path, monkeypatch)
     monkeypatch.delattr(main, "Box")
     back = load_value(str(tmp_path / "v"))["box"]
     assert type(back).__name__ == "Box" and back.v == [1]
+
+
+def test_loaded_frames_and_arrays_are_writable(tmp_path):
+    frame = pd.DataFrame({"x": np.arange(4.0), "i": np.arange(4), "s": list("abcd")})
+    _, back = roundtrip(frame, tmp_path, "f")
+    back.loc[0, "x"] = 9.0  # a zero-copy (read-only) Arrow view would raise here
+    back["i"] += 1
+    assert back["x"].tolist() == [9.0, 1.0, 2.0, 3.0] and back["i"].tolist() == [1, 2, 3, 4]
+    _, arr = roundtrip(np.arange(3), tmp_path, "a")
+    arr[0] = 7
+    assert arr.tolist() == [7, 1, 2]

@@ -385,3 +385,25 @@ def test_html_export_and_metrics(tmp_path):
     assert result.html and Path(result.html).read_text().lstrip().lower().startswith(
         "<!doctype html"
     )
+
+
+def test_parallel_steps_in_threads_do_not_leak(tmp_path):
+    nb, pipeline = one_step(["import os\nwhere = os.getcwd()\nprint(where)"], outputs=["where"])
+    fds = len(os.listdir("/proc/self/fd"))
+    results = {}
+
+    def work(name):
+        (tmp_path / name).mkdir()
+        req = request(nb, pipeline, "s", tmp_path / name)
+        results[name] = run_step(req)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name in ("a", "b"):
+        assert results[name].status == "succeeded", results[name].failure
+        # cwd is per kernel (not a process-wide chdir): each sees its own folder
+        assert stdout_of(results[name].executed_notebook, 0) == f"{tmp_path / name}\n"
+    assert len(os.listdir("/proc/self/fd")) <= fds

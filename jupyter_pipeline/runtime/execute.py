@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -226,6 +227,33 @@ def _register_engine() -> None:
     papermill_engines.register(ENGINE_NAME, Engine)
 
 
+_REGISTER_LOCK = threading.Lock()
+
+
+def _thread_loop() -> Any:
+    from jupyter_core.utils import _loop
+
+    return _loop.get()
+
+
+def _close_new_loop(before: Any) -> None:
+    """Close the event loop nbclient made for this thread (3 fds a step otherwise leak).
+
+    jupyter_core keeps one loop per thread and never closes it; a runner starting a thread
+    per step would pile them up.
+    """
+    import asyncio
+
+    from jupyter_core.utils import _loop
+
+    loop = _loop.get()
+    if loop is None or loop is before or loop.is_running():
+        return
+    loop.close()
+    _loop.set(before)
+    asyncio.set_event_loop(before)
+
+
 def _source_cell(cell: Any) -> int | None:
     return cell.get("metadata", {}).get(META_KEY, {}).get("source_cell")
 
@@ -359,8 +387,10 @@ def run_step(
     from papermill.engines import papermill_engines
     from papermill.exceptions import PapermillExecutionError
 
-    if ENGINE_NAME not in papermill_engines._engines:
-        _register_engine()
+    with _REGISTER_LOCK:
+        if ENGINE_NAME not in papermill_engines._engines:
+            _register_engine()
+    loop_before = _thread_loop()
 
     started = time.time()
     executed_path = os.path.abspath(request.executed_notebook)
@@ -420,6 +450,7 @@ def run_step(
             if failure.ename == "StepError":
                 raise
     finally:
+        _close_new_loop(loop_before)
         if log is not None:
             log.close()
         if crashed and ctx.nb is not None:

@@ -186,12 +186,17 @@ def test_cancel_kills_every_kernel_and_child(tmp_path, store):
             break
         time.sleep(0.2)
     assert run_id, "steps never started"
-    time.sleep(1.0)  # let `one` spawn its child
-    pids = [store.step_extra(run_id, n)["kernel_pid"] for n in ("one", "two", "three")]
-    assert pids[0] and pids[1]
-    family = [psutil.Process(p) for p in pids if p and psutil.pid_exists(p)]
-    family += [c for p in family for c in p.children(recursive=True)]
-    assert any("sleep" in " ".join(p.cmdline()) for p in family)
+    deadline = time.time() + 30
+    family: list[psutil.Process] = []
+    # Wait until both kernels are recorded and `one` has spawned its child.
+    while not any("sleep" in " ".join(p.cmdline()) for p in family):
+        assert time.time() < deadline, "the kernels or the child process never started"
+        time.sleep(0.1)
+        pids = [store.step_extra(run_id, n)["kernel_pid"] for n in ("one", "two", "three")]
+        if not (pids[0] and pids[1]):
+            continue
+        kernels = [psutil.Process(p) for p in pids if p and psutil.pid_exists(p)]
+        family = kernels + [c for p in kernels for c in p.children(recursive=True)]
 
     assert runner.cancel(run_id[:5])
     thread.join(timeout=60)
@@ -199,5 +204,5 @@ def test_cancel_kills_every_kernel_and_child(tmp_path, store):
     run = result["run"]
     assert run.state is RunState.cancelled
     assert {st.state for st in run.steps} == {RunState.cancelled}
-    _, alive = psutil.wait_procs(family, timeout=10)
-    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    gone = [not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in family]
+    assert all(gone)  # cancel waited for them

@@ -120,6 +120,16 @@ def parse_parameters(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def source_language(path: Path) -> str:
+    """The notebook's language (papermill needs one; Python when the notebook omits it)."""
+    import nbformat
+
+    meta = nbformat.read(str(path), as_version=4).metadata
+    return meta.get("language_info", {}).get("name") or meta.get("kernelspec", {}).get(
+        "language", "python"
+    )
+
+
 def _open_store(args: argparse.Namespace) -> RunStore:
     from jupyter_pipeline.store import RunStore
 
@@ -257,8 +267,11 @@ def _print_failures(run: Run, notebook: str | Path) -> None:
     for s in run.steps:
         if s.state.value != "failed":
             continue
-        where = f" (cell {s.error_cell})" if s.error_cell is not None else ""
-        print(f"\nstep {s.step} failed{where}: {s.error}", file=sys.stderr)
+        error = s.error or "failed"
+        if not error.startswith(f"step {s.step}"):
+            where = f" in cell {s.error_cell}" if s.error_cell is not None else ""
+            error = f"step {s.step} failed{where}: {error}"
+        print(f"\n{error}", file=sys.stderr)
         if nb is not None and s.error_cell is not None and s.error_cell < len(nb.cells):
             src = nb.cells[s.error_cell].source.splitlines()
             shown = src[:15] + ([f"... ({len(src) - 15} more lines)"] if len(src) > 15 else [])
@@ -478,6 +491,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 parameters=overrides,
                 cwd=str(nb_path.parent),
                 kernel_name=pipeline.kernel_name,
+                # papermill insists on a language; a notebook saved without one is Python
+                language=source_language(copy),
                 progress_bar=False,
             )
         except papermill.PapermillExecutionError as exc:

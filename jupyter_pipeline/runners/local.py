@@ -488,7 +488,7 @@ class _Execution:
         self.set_step(
             node,
             state=RunState.skipped,
-            error=f"skipped: {', '.join(bad)} did not succeed" if bad else "skipped",
+            error=f"upstream step {', '.join(bad)} did not succeed" if bad else None,
         )
 
     def abort(self, node: _Node, why: str) -> None:

@@ -127,22 +127,26 @@ def process_alive(pid: int | None, created: float | None = None) -> bool:
 def kill_process_tree(pid: int, created: float | None = None) -> None:
     """Kill a process, its process group (kernels lead their own) and all its descendants.
 
-    Does nothing if the process is gone or ``created`` shows the pid was reused.
+    If the process itself is already gone (a kernel that noticed its runner died exits on
+    its own), what is left of its process group is still killed: Linux never hands out a
+    pid still used as a group id, so that group can only hold the kernel's orphans. Does
+    nothing if ``created`` shows the pid now belongs to another process.
     """
     import signal
 
     import psutil
 
-    if not process_alive(pid, created):
-        return
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        children = []
+    alive = process_alive(pid, created)
+    if not alive and _process_created(pid) is not None and created is not None:
+        return  # the pid was reused by an unrelated process: leave it alone
+    children: list[psutil.Process] = []
+    if alive:
+        with suppress(psutil.Error):
+            children = psutil.Process(pid).children(recursive=True)
     try:
         # Kernels are started in a new session, so their group id is their pid; killing the
         # group takes subprocesses that did not start their own session.
-        if os.getpgid(pid) == pid:
+        if not alive or os.getpgid(pid) == pid:
             os.killpg(pid, signal.SIGKILL)
         else:
             os.kill(pid, signal.SIGKILL)
@@ -152,8 +156,9 @@ def kill_process_tree(pid: int, created: float | None = None) -> None:
         with suppress(psutil.Error):
             child.kill()
     psutil.wait_procs([*children], timeout=3)
-    with suppress(psutil.Error, ChildProcessError):
-        psutil.Process(pid).wait(timeout=3)
+    if alive:
+        with suppress(psutil.Error, ChildProcessError):
+            psutil.Process(pid).wait(timeout=3)
 
 
 class RunStore:

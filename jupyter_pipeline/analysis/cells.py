@@ -469,7 +469,10 @@ def _class_summary(node: ast.ClassDef) -> FuncSummary:
             out.mutates |= s.mutates
             out.calls += s.calls
             if stmt.name == "__init__":
-                out.mutated_params = {p - 1 if isinstance(p, int) else p for p in s.mutated_params}
+                # Position 0 is `self`, the new instance: not an argument of the constructor call.
+                out.mutated_params = {
+                    p - 1 if isinstance(p, int) else p for p in s.mutated_params if p != 0
+                }
                 out.param_names = s.param_names[1:]
     return out
 

@@ -852,9 +852,9 @@ class _Analyzer:
         elif b is not None and b.kind in ("function", "class") and b.info and b.info.summary:
             s = b.info.summary
             for p in s.mutated_params:
-                if isinstance(p, int) and p < len(call.args):
+                if isinstance(p, int) and 0 <= p < len(call.args):
                     victims.append(call.args[p])
-                elif isinstance(p, int) and p < len(s.param_names):
+                elif isinstance(p, int) and 0 <= p < len(s.param_names):
                     victims.append(call.kwargs.get(s.param_names[p]))  # passed by keyword
                 elif isinstance(p, str):
                     victims.append(call.kwargs.get(p))

@@ -435,3 +435,30 @@ def test_output_history_names_warn():
         ("output-history", "warning", 1, 3),
     ]
     assert io(p) == {"a": ([], [], []), "b": ([], [], [])}
+
+
+def test_class_whose_init_sets_attributes_and_methods_that_change_self():
+    p = run(
+        (
+            "class Acc:\n    def __init__(self):\n        self.n = 0\n"
+            "    def add(self):\n        self.n += 1\nacc = Acc()",
+            ["step:a"],
+        ),
+        ("acc.add()", ["step:b"]),
+        ("print(acc.n)", ["step:c"]),
+    )
+    assert io(p) == {
+        "a": ([], ["acc"], []),
+        "b": (["acc"], ["acc"], ["a"]),
+        "c": (["acc"], [], ["b"]),
+    }
+    assert diags(p) == []
+
+
+def test_constructor_that_changes_its_argument():
+    p = run(
+        ("class K:\n    def __init__(self, data):\n        data.append(1)\nx = []", ["step:a"]),
+        ("k = K(x)", ["step:b"]),
+        ("print(x)", ["step:c"]),
+    )
+    assert p.step("c").input_sources == {"x": "b"}

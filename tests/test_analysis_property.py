@@ -90,7 +90,7 @@ def gen_expr(r: Random, depth: int = 0) -> str:
     if kind == 4:
         return f"({sub()} + {sub()})"
     if kind == 5:
-        return f"{r.choice(NAMES)}({sub()})"
+        return f"{r.choice(NAMES)}({sub() if r.randrange(2) else ''})"
     if kind == 6:
         return f"{r.choice(NAMES)}.{r.choice(ATTRS)}({sub()})"
     if kind == 7:
@@ -125,11 +125,14 @@ def _function(r: Random, depth: int, method: bool = False) -> list[str]:
     body: list[str] = []
     if not method and r.randrange(2):
         body.append(f"global {r.choice(NAMES)}")
+    if method and r.randrange(2):
+        body.append(f"self.value = {gen_expr(r)}")
     body += gen_block(r, depth + 1)
     body.append(f"return {gen_expr(r)}")
     deco = ["@" + r.choice(NAMES)] if r.randrange(5) == 0 else []
     default = f"={gen_expr(r, 2)}" if params and not method and r.randrange(2) else ""
-    return [*deco, f"{head} {r.choice(NAMES)}({', '.join(params)}{default}):", *_indent(body)]
+    fname = "__init__" if method and r.randrange(2) else r.choice(NAMES)
+    return [*deco, f"{head} {fname}({', '.join(params)}{default}):", *_indent(body)]
 
 
 def gen_statement(r: Random, depth: int = 0, top: bool = False) -> list[str]:

@@ -107,6 +107,10 @@ def _register_engine() -> None:
 
         def start_new_kernel(self, **kwargs: Any) -> None:
             # nbclient's sync wrapper is bound to the base coroutine: override it here.
+            if getattr(self.km, "ipykernel", False):
+                # Keeps ipykernel's start-up chatter (the "TCP without encryption" warning)
+                # out of every step log; cell output and tracebacks are unaffected.
+                self.extra_arguments = [*self.extra_arguments, "--IPKernelApp.log_level=ERROR"]
             super().start_new_kernel(**kwargs)
             provisioner = getattr(self.km, "provisioner", None)
             pid = getattr(provisioner, "pid", None)

@@ -78,6 +78,8 @@ def build_step_notebook(
         KeyError: No step has that name.
     """
     step = pipeline.step(step_name)
+    if not isinstance(source_nb, NotebookNode):
+        source_nb = nbformat.from_dict(source_nb)
     nb = nbformat.v4.new_notebook()
     nb.metadata = copy.deepcopy(source_nb.get("metadata", {}))
     nb.metadata.pop("papermill", None)
@@ -161,7 +163,7 @@ def merge_outputs(source_nb: NotebookNode, executed: dict[str, NotebookNode]) ->
     Returns:
         A new notebook.
     """
-    merged = copy.deepcopy(source_nb)
+    merged = nbformat.from_dict(copy.deepcopy(dict(source_nb)))
     merged.metadata.pop("papermill", None)
     filled: set[int] = set()
     for step_nb in executed.values():
@@ -179,4 +181,4 @@ def merge_outputs(source_nb: NotebookNode, executed: dict[str, NotebookNode]) ->
         if cell.cell_type == "code" and index not in filled:
             cell.outputs = []
             cell.execution_count = None
-    return nbformat.from_dict(merged)
+    return merged

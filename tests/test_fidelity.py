@@ -82,3 +82,20 @@ def test_split_per_cell_reproduces_the_straight_run(name: str, tmp_path: Path) -
     assert [(d.cell, d.diff) for d in r.differing] == []
     assert r.equal == r.compared
     assert r.reproduced
+
+
+def test_masks_come_from_the_straight_runs() -> None:
+    runs = [
+        ["[stdout] fit done in 0.002s\nr2 0.480\n"],
+        ["[stdout] fit done in 0.011s\nr2 0.480\n"],
+    ]
+    want = fidelity.text_expectation(runs)
+    assert want is not None
+    assert fidelity.text_matches(want, ["[stdout] fit done in 0.5s\nr2 0.480\n"])
+    # A line that was the same in every straight run is compared exactly.
+    assert not fidelity.text_matches(want, ["[stdout] fit done in 0.5s\nr2 0.481\n"])
+    assert not fidelity.text_matches(want, ["[stdout] fit took 0.5s\nr2 0.480\n"])
+    assert not fidelity.text_matches(want, ["[stdout] fit done in 0.5s\n"])
+    # Text that differs beyond numbers between straight runs cannot be compared at all.
+    assert fidelity.text_expectation([["[stdout] a"], ["[stdout] b"]]) is None
+    assert fidelity.text_expectation([["[stdout] a"], ["[stdout] a\nb"]]) is None

@@ -9,6 +9,7 @@ are unwrapped so the names inside them are seen.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -16,6 +17,9 @@ from jupyter_pipeline.analysis.knowledge import CODE_CELL_MAGICS
 
 __all__ = ["CellSyntaxError", "ParsedCell", "parse_cell"]
 
+# Sources IPython's cleanup transforms leave alone: no leading blank line, no `>>>`, `...` or
+# `In [n]:` prompt on the first line.
+_PLAIN_START = re.compile(r"(?!\s*\n)(?![ \t]*(?:>>>|\.\.\.|In \[\d*\]:))")
 _FLAGS = ast.PyCF_ONLY_AST | getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0)
 
 
@@ -99,6 +103,15 @@ def parse_cell(source: str) -> ParsedCell:
             cell_magic_args=args.strip(),
             opaque=True,
         )
+    if _PLAIN_START.match(source):
+        # `%`, `!` and `?` are common in plain Python (`"%d" % n`, `a != b`, strings);
+        # IPython's transformer only rewrites code that is not valid Python (magics,
+        # `!cmd`, `x?`) plus leading blank lines and prompts, which this match excludes.
+        # So valid Python is used as is, skipping the transformer (the slowest part).
+        try:
+            return ParsedCell(tree=_compile(source), code=source)
+        except CellSyntaxError:
+            pass
     try:
         code = _transform(source)
     except Exception as exc:  # IPython raises various errors on malformed magics

@@ -223,3 +223,29 @@ def test_loaded_frames_and_arrays_are_writable(tmp_path):
     _, arr = roundtrip(np.arange(3), tmp_path, "a")
     arr[0] = 7
     assert arr.tolist() == [7, 1, 2]
+
+
+def test_numpy_views_of_another_output_stay_views(tmp_path):
+    data = np.arange(24.0).reshape(4, 6)  # itself a view of arange's buffer
+    values = {
+        "data": data,
+        "X": data[:, :4],
+        "y": data[:, 5],
+        "rev": data[::-1],
+        "ints": data.view(np.int64)[1:],
+        "alone": np.arange(3)[1:],
+    }
+    metas = save_values(values, str(tmp_path))
+    assert metas["data"]["serializer"] == "npy" and metas["alone"]["serializer"] == "npy"
+    for name in ("X", "y", "rev", "ints"):
+        assert metas[name]["serializer"] == "alias" and metas[name]["target"] == "data"
+        assert "view" in metas[name]
+    back = load_values({k: str(tmp_path / k) for k in values})
+    for name, value in values.items():
+        assert back[name].dtype == value.dtype and np.array_equal(back[name], value), name
+    back["data"][0, 5] = -1.0  # a write through one shows in the others, as in the notebook
+    assert back["y"][0] == -1.0 and back["rev"][-1, 5] == -1.0
+    back["X"][1, 0] = -2.0
+    assert back["data"][1, 0] == -2.0
+    # a consumer reading only a view still gets it (the base comes along)
+    assert np.array_equal(load_value(str(tmp_path / "y")), data[:, 5])

@@ -629,6 +629,11 @@ def save_values(values: dict[str, Any], output_dir: str) -> dict[str, dict[str, 
         first_by_id[id(value)] = name
         unique.append(name)
 
+    # numpy views of another output array are saved as a view spec into that array, so
+    # writes through one show in the other after loading, as in the notebook.
+    views = _find_views({n: values[n] for n in unique})
+    unique = [n for n in unique if n not in views]
+
     # Union-find over the unique values by shared reachable objects.
     parent = {n: n for n in unique}
 
@@ -706,6 +711,23 @@ def save_values(values: dict[str, Any], output_dir: str) -> dict[str, dict[str, 
             _write_meta(directory, meta)
             metas[m] = meta
 
+    for name, (base, spec) in views.items():
+        directory = os.path.join(output_dir, value_dirname(name))
+        if metas[base]["serializer"] != "npy":  # the base went into a pickle: save a copy
+            metas[name] = save_value(values[name], directory, name)
+            continue
+        _fresh_dir(directory)
+        meta = {
+            **metas[base],
+            "name": name,
+            "serializer": "alias",  # an alias of part of the base (and readers follow it)
+            "target": value_dirname(base),
+            "view": spec,
+            "digest": _sub_digest(metas[base]["digest"], json.dumps(spec, sort_keys=True)),
+        }
+        _write_meta(directory, meta)
+        metas[name] = meta
+
     for name, value in values.items():
         target = first_by_id[id(value)]
         if target == name:
@@ -721,6 +743,68 @@ def save_values(values: dict[str, Any], output_dir: str) -> dict[str, dict[str, 
         _write_meta(directory, meta)
         metas[name] = meta
     return {name: metas[name] for name in values}
+
+
+def _rebuild_view(base: Any, spec: dict[str, Any]) -> Any:
+    import numpy as np
+
+    return np.ndarray(
+        tuple(spec["shape"]),
+        dtype=np.dtype(spec["dtype"]),
+        buffer=base,
+        offset=spec["offset"],
+        strides=tuple(spec["strides"]),
+    )
+
+
+def _view_spec(value: Any, base: Any) -> dict[str, Any] | None:
+    """How to rebuild ``value`` from ``base``'s buffer, if numpy can do it exactly."""
+    spec = {
+        "offset": value.__array_interface__["data"][0] - base.__array_interface__["data"][0],
+        "shape": list(value.shape),
+        "strides": list(value.strides),
+        "dtype": value.dtype.str,
+    }
+    if spec["offset"] < 0:
+        return None
+    try:
+        rebuilt = _rebuild_view(base, spec)
+    except Exception:  # outside the base's buffer, or numpy refuses the strides
+        return None
+    return spec if rebuilt.__array_interface__ == value.__array_interface__ else None
+
+
+def _find_views(values: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Output arrays that are views into another output array: name → (base name, spec).
+
+    Arrays over the same memory (same numpy owner) are taken largest first; each becomes a
+    view of an earlier, C-contiguous one if it lies inside it, else is saved on its own.
+    """
+    np = sys.modules.get("numpy")
+    if np is None:
+        return {}
+    by_owner: dict[int, list[str]] = {}
+    for name, value in values.items():
+        if type(value) is np.ndarray and not value.dtype.hasobject:
+            owner = value.base if value.base is not None else value
+            by_owner.setdefault(id(owner), []).append(name)
+    views: dict[str, tuple[str, dict[str, Any]]] = {}
+    for names in by_owner.values():
+        if len(names) < 2:
+            continue
+        roots: list[str] = []
+        for name in sorted(names, key=lambda n: -values[n].nbytes):
+            value = values[name]
+            simple = value.dtype.names is None and value.dtype.subdtype is None
+            for root in roots if simple else []:
+                spec = _view_spec(value, values[root])
+                if spec is not None:
+                    views[name] = (root, spec)
+                    break
+            else:
+                if value.flags.c_contiguous:
+                    roots.append(name)
+    return views
 
 
 def _sub_digest(digest: str, key: str) -> str:
@@ -747,7 +831,13 @@ def load_value(directory: str, _cache: dict[str, Any] | None = None) -> Any:
     meta = _read_meta(directory)
     kind = meta["serializer"]
     if kind == "alias":
-        return load_value(os.path.join(os.path.dirname(directory), meta["target"]), cache)
+        target = load_value(os.path.join(os.path.dirname(directory), meta["target"]), cache)
+        if "view" not in meta:
+            return target
+        key = directory + "#view"
+        if key not in cache:
+            cache[key] = _rebuild_view(target, meta["view"])
+        return cache[key]
     if kind == "group":
         group_dir = os.path.join(os.path.dirname(directory), meta["group"])
         path = os.path.join(group_dir, meta["file"])

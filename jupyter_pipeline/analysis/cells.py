@@ -536,6 +536,25 @@ class _CellVisitor:
             self.expr(s.value, cond)
 
     def s_Assign(self, s: ast.Assign, cond: Cond) -> None:
+        if (
+            len(s.targets) == 1
+            and isinstance(s.targets[0], ast.Name)
+            and isinstance(s.value, ast.Lambda)
+        ):
+            # `f = lambda …` is a function definition: replayed where used, so it sees that
+            # step's globals as it would in the notebook (a pickled lambda keeps old ones).
+            a = s.value.args
+            before = len(self.events)
+            for d in a.defaults + [d for d in a.kw_defaults if d is not None]:
+                self.expr(d, cond)
+            info = DefInfo(
+                self.segment(s),
+                reads=[e.name for e in self.events[before:] if e.op == "read"],
+                summary=_summarize_scope(a, [ast.Expr(s.value.body)]),
+                statement_id=self._ids(),
+            )
+            self.emit("bind", s.targets[0].id, s.targets[0], cond, "function", info)
+            return
         self.expr(s.value, cond)
         for t in s.targets:
             self.target(t, cond, s)

@@ -676,7 +676,9 @@ class _Analyzer:
         base = local or outside
         if base is None or base.kind == "deleted":
             return  # the read before it reported the undefined name
-        if base.kind in _DEF_KINDS or base.kind == "role":
+        # A value made in an imports/functions cell (no DefInfo) is data once a step changes
+        # it: later steps must load the changed value, not replay the original.
+        if base.kind in _DEF_KINDS or (base.kind == "role" and base.info is not None):
             # Changing a module (pd.options.x = …, plt.rcParams[…] = …) is global state.
             if (
                 ev is not None

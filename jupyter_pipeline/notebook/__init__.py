@@ -475,7 +475,9 @@ def parse_notebook(
         elif new_step is not None:
             last_step = open_span(new_step, "step", i)
         elif current is None or (
-            current.role != "step" and current.role not in ("imports", "functions")
+            current.role != "step"
+            # Kale: untagged cells continue an imports/functions block, in tagged notebooks.
+            and not (current.role in ("imports", "functions") and split == "tags" and has_step_tags)
         ):
             if last_step is None:
                 base = "main" if not has_step_tags and split == "tags" else "preamble"

@@ -114,18 +114,33 @@ def test_comprehension_variable_read_later_is_undefined():
     assert diags(p) == [("undefined-name", "error", 1, 1)]
 
 
-def test_lambda_parameters_are_local_and_free_names_are_read():
+def test_lambda_assignment_is_a_definition_replayed_where_called():
     p = run(
         ("k = 2", ["step:a"]),
         ("f = lambda v: v * k\ng = lambda q: q", ["step:b"]),
         ("print(f(1), g(2))", ["step:c"]),
     )
-    assert io(p) == {
-        "a": ([], ["k"], []),
-        "b": (["k"], ["f", "g"], ["a"]),
-        "c": (["f", "g"], [], ["b"]),
-    }
+    # Parameters are local; the free `k` is read where f is called, like a def.
+    assert io(p) == {"a": ([], ["k"], []), "b": ([], [], []), "c": (["k"], [], ["a"])}
+    assert [(d.kind.value, d.names, d.source) for d in p.step("c").definitions] == [
+        ("function", ["f"], "f = lambda v: v * k"),
+        ("function", ["g"], "g = lambda q: q"),
+    ]
     assert diags(p) == []
+
+
+def test_lambda_sees_globals_changed_after_it_was_made():
+    p = run(
+        ("x = [7, 8]\ng = lambda: len(x)", ["step:a"]),
+        ("x.append(0)", ["step:b"]),
+        ("print(g())", ["step:c"]),  # 3 in the notebook
+    )
+    assert io(p) == {"a": ([], ["x"], []), "b": (["x"], ["x"], ["a"]), "c": (["x"], [], ["b"])}
+
+
+def test_lambda_used_inline_reads_where_written():
+    p = run(("k = 2\nv = [1]", ["step:a"]), ("w = sorted(v, key=lambda e: e * k)", ["step:b"]))
+    assert io(p) == {"a": ([], ["k", "v"], []), "b": (["k", "v"], [], ["a"])}
 
 
 def test_function_locals_do_not_leak():

@@ -20,6 +20,7 @@ processes) see progress live and a killed runner loses nothing already recorded.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import shutil
@@ -56,7 +57,16 @@ class _Aborted(Exception):
 
 
 # Node phases, beyond the final RunState.
-_WAITING, _WARMING, _EXECUTING, _DONE = "waiting", "warming", "executing", "done"
+# "draining": the step's outputs are saved (it counts as succeeded and frees its slot), its
+# kernel is shutting down and papermill is writing the executed notebook.
+_WAITING, _WARMING, _EXECUTING, _DRAINING, _DONE = (
+    "waiting",
+    "warming",
+    "executing",
+    "draining",
+    "done",
+)
+_WATCH = 0.01  # seconds between looks for a running step's saved outputs
 
 
 @dataclass
@@ -391,7 +401,7 @@ class _Execution:
         while changed:
             changed = False
             for node in self.nodes.values():
-                if node.phase in (_DONE, _EXECUTING):
+                if node.phase in (_DONE, _DRAINING, _EXECUTING):
                     continue
                 deps = self.deps_state(node)
                 if deps == "bad":
@@ -426,8 +436,9 @@ class _Execution:
                 break
             if node.phase != _WAITING or node.warm_failed:
                 continue
-            # Warm only the next wave: steps whose dependencies are all under way or done.
-            if all(self.nodes[d].phase in (_EXECUTING, _DONE) for d in node.deps) and (
+            # Pipeline order, and only steps whose dependencies are all under way (warming
+            # included, so a chain warms several steps ahead): the soonest needed first.
+            if all(self.nodes[d].phase != _WAITING for d in node.deps) and (
                 self.deps_state(node) != "bad"
             ):
                 warming += 1
@@ -551,11 +562,20 @@ class _Execution:
             env=dict(node.step.settings.env),
         )
 
+        stop_watch = threading.Event()
+        watcher = threading.Thread(
+            target=self.watch_outputs,
+            args=(node, out_dir, stop_watch),
+            name=f"watch-{node.step.name}",
+            daemon=True,
+        )
+
         def ready() -> dict[str, str]:
             self.messages.put(("ready", node, None))
             node.go.wait()
             if node.abort is not None or self.cancelled.is_set():
                 raise _Aborted(node.abort or "cancelled")
+            watcher.start()
             return dict(node.inputs)
 
         def on_kernel(pid: int) -> None:
@@ -568,16 +588,46 @@ class _Execution:
             self.messages.put(("kernel", node, pid))
 
         def work() -> None:
+            if not warm:
+                watcher.start()
             try:
                 result: Any = self.run_step(
                     request, ready=ready if warm else None, on_kernel=on_kernel
                 )
             except BaseException as exc:
                 result = exc
+            stop_watch.set()
+            if watcher.is_alive():
+                watcher.join()  # so "saved" always comes before "done"
             self.messages.put(("done", node, result))
 
         node.thread = threading.Thread(target=work, name=f"step-{node.step.name}", daemon=True)
         node.thread.start()
+
+    def watch_outputs(self, node: _Node, out_dir: Path, stop: threading.Event) -> None:
+        """Report a step's outputs as soon as its save cell has written them.
+
+        The save cell is the step's last; once its record (``outputs.json``, and
+        ``metrics.json`` for a metrics step) is complete, the step's results exist.
+        Dependents can start then, instead of after the kernel's shutdown and papermill's
+        final notebook write, which are off the critical path this way.
+        """
+        from jupyter_pipeline.runtime.kernel import METRICS_FILE, OUTPUTS_FILE
+
+        records_path = out_dir / OUTPUTS_FILE
+        metrics_path = out_dir / METRICS_FILE if node.step.metrics else None
+        while not stop.wait(_WATCH):
+            if not records_path.exists() or (metrics_path and not metrics_path.exists()):
+                continue
+            try:
+                # Parsing fails while a file is half written: a truncated JSON list is invalid.
+                records = json.loads(records_path.read_text())
+                metrics = json.loads(metrics_path.read_text()) if metrics_path else {}
+                saved = [SavedValue(**{k: r[k] for k in SavedValue.model_fields}) for r in records]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            self.messages.put(("saved", node, (saved, metrics)))
+            return
 
     def handle(self, kind: str, node: _Node, payload: Any) -> None:
         if kind == "kernel":
@@ -586,12 +636,16 @@ class _Execution:
         if kind == "ready":
             node.in_ready = True
             return
+        if kind == "saved":
+            if node.phase == _EXECUTING and not self.cancelled.is_set():
+                self.outputs_saved(node, *payload)
+            return
         # kind == "done"
         node.kernel_pid = None
         node.in_ready = False
         if node.phase == _DONE:
             return  # aborted while warming (skipped or cached): already recorded
-        if self.cancelled.is_set():
+        if self.cancelled.is_set() and node.phase != _DRAINING:
             return  # finish_cancel records it
         if node.phase == _WARMING:
             # It ended before being given its inputs (its imports failed, say). Whether that
@@ -604,7 +658,7 @@ class _Execution:
             self.succeed(node, result)
             return
         error, cell = _describe_failure(node.step.name, payload)
-        if node.attempts <= node.step.settings.retries:
+        if node.attempts <= node.step.settings.retries and node.phase != _DRAINING:
             self.store.update_step(self.run_id, node.step.name, error=f"retrying: {error}")
             self.launch(node, warm=False)
             return
@@ -624,7 +678,23 @@ class _Execution:
             **fields,
         )
 
+    def outputs_saved(self, node: _Node, saved: list[SavedValue], metrics: dict[str, Any]) -> None:
+        """The step's outputs exist: it has succeeded, its dependents may start."""
+        node.saved = {v.name: v for v in saved}
+        node.phase = _DRAINING
+        self.set_step(
+            node,
+            state=RunState.succeeded,
+            finished=time.time(),
+            outputs={k: _value_dir(v) for k, v in node.saved.items()},
+            digests={k: v.digest for k, v in node.saved.items()},
+            metrics=metrics,
+            cache_key=node.cache_key,
+            error=None,
+        )
+
     def succeed(self, node: _Node, result: StepResult) -> None:
+        drained = node.phase == _DRAINING
         node.saved = {v.name: v for v in result.outputs}
         node.executed_notebook = result.executed_notebook
         missing = [o for o in node.outputs if o not in node.saved]
@@ -638,6 +708,9 @@ class _Execution:
                 log=node.dir / "log.txt",
             )
         node.phase = _DONE
+        if drained:  # already recorded as succeeded when its outputs appeared
+            self.set_step(node, executed_notebook=result.executed_notebook, html=result.html)
+            return
         self.set_step(
             node,
             state=RunState.succeeded,
@@ -679,6 +752,9 @@ class _Execution:
                     self.store.update_step(self.run_id, node.step.name, kernel_pid=payload)
         now = time.time()
         for node in self.nodes.values():
+            if node.phase == _DRAINING:  # its outputs were saved: it did succeed
+                node.phase = _DONE
+                continue
             if node.phase != _DONE:
                 was_running = node.phase == _EXECUTING
                 node.phase = _DONE
@@ -721,8 +797,6 @@ class _Execution:
 
 
 def _as_dict(nb: Any) -> dict[str, Any]:
-    import json
-
     return json.loads(json.dumps(nb))
 
 

@@ -155,7 +155,7 @@ def _start_cli_run(tmp_path: Path) -> tuple[subprocess.Popen, RunStore, str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.time() + 90
+    deadline = time.time() + 180  # generous: a loaded CI machine starts kernels slowly
     while time.time() < deadline:
         if store_path.exists():
             store = RunStore(store_path)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import threading
 import time
 from pathlib import Path
 
@@ -173,21 +172,11 @@ def test_cancel_kills_every_kernel_and_child(tmp_path, store):
         ],
     )
     runner = LocalRunner(store, max_parallel=2)
-    result = {}
-    thread = threading.Thread(
-        target=lambda: result.setdefault("run", runner.run(analyze_notebook(nb_path), nb_path))
-    )
-    thread.start()
-    run_id = None
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        runs = store.list_runs(limit=1)
-        if runs and sum(st.state is RunState.running for st in runs[0].steps) == 2:
-            run_id = runs[0].id
-            break
-        time.sleep(0.2)
-    assert run_id, "steps never started"
-    deadline = time.time() + 30
+    # submit() returns the queued run at once and runs it in a thread (as a server would).
+    submitted = runner.submit(analyze_notebook(nb_path), nb_path)
+    run_id = submitted.id
+    assert submitted.state is RunState.queued
+    deadline = time.time() + 120  # generous: a loaded CI machine starts kernels slowly
     family: list[psutil.Process] = []
     # Wait until both kernels are recorded and `one` has spawned its child.
     while not any("sleep" in " ".join(p.cmdline()) for p in family):
@@ -200,9 +189,7 @@ def test_cancel_kills_every_kernel_and_child(tmp_path, store):
         family = kernels + [c for p in kernels for c in p.children(recursive=True)]
 
     assert runner.cancel(run_id[:5])
-    thread.join(timeout=60)
-    assert not thread.is_alive()
-    run = result["run"]
+    run = runner.wait(run_id, timeout=60)
     assert run.state is RunState.cancelled
     assert {st.state for st in run.steps} == {RunState.cancelled}
     gone = [not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in family]

@@ -135,6 +135,7 @@ class LocalRunner:
         self.html = html
         self._run_step = run_step
         self._active: dict[str, _Execution] = {}
+        self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ public
@@ -166,6 +167,54 @@ class LocalRunner:
             ParameterError: Unknown parameter or wrong type.
             NotebookError: The notebook cannot be read.
         """
+        execution = self._prepare(pipeline, source_nb_path, parameters, on_event)
+        return self._execute(execution, output)
+
+    def submit(
+        self,
+        pipeline: Pipeline,
+        source_nb_path: str | Path,
+        parameters: Mapping[str, Any] | None = None,
+        output: str | Path | None = None,
+        on_event: EventCallback | None = None,
+    ) -> Run:
+        """Like :meth:`run`, but return the new (queued) run at once and run it in a thread.
+
+        For servers: the run is in the store before this returns; follow it there or via
+        ``on_event``; :meth:`wait` blocks until it ends; :meth:`cancel` stops it.
+        """
+        execution = self._prepare(pipeline, source_nb_path, parameters, on_event)
+        thread = threading.Thread(
+            target=self._execute_quietly,
+            args=(execution, output),
+            name=f"run-{execution.run_id}",
+            daemon=True,
+        )
+        execution.thread = thread
+        with self._lock:
+            # Forget threads of runs that ended long ago; keep the recent ones for wait().
+            for rid in [r for r, t in self._threads.items() if not t.is_alive()][:-16]:
+                del self._threads[rid]
+            self._threads[execution.run_id] = thread
+        thread.start()
+        return self.store.get_run(execution.run_id)
+
+    def wait(self, run_id: str, timeout: float | None = None) -> Run:
+        """Wait for a run started with :meth:`submit` to end; return its record."""
+        run_id = self.store.resolve_id(run_id)
+        with self._lock:
+            thread = self._threads.get(run_id)
+        if thread is not None:
+            thread.join(timeout)
+        return self.store.get_run(run_id)
+
+    def _prepare(
+        self,
+        pipeline: Pipeline,
+        source_nb_path: str | Path,
+        parameters: Mapping[str, Any] | None,
+        on_event: EventCallback | None,
+    ) -> _Execution:
         from jupyter_pipeline import runtime
 
         source_path = Path(source_nb_path).absolute()
@@ -195,27 +244,45 @@ class LocalRunner:
         )
         with self._lock:
             self._active[run.id] = execution
+        return execution
+
+    def _execute_quietly(self, execution: _Execution, output: str | Path | None) -> None:
+        # A background run records its own failure in the store; nobody is there to raise to.
+        with contextlib.suppress(Exception):
+            self._execute(execution, output)
+
+    def _execute(self, execution: _Execution, output: str | Path | None) -> Run:
+        from jupyter_pipeline import runtime
+
+        run_id = execution.run_id
         old_handler = None
         in_main = threading.current_thread() is threading.main_thread()
         if in_main:
             # `jupyter-pipeline cancel` signals the runner process; turn that into a clean
             # cancel (kill kernels, record states) instead of dying with orphaned kernels.
             old_handler = signal.signal(signal.SIGTERM, lambda *_: execution.request_cancel())
+            self.store.update_run(run_id, runner_signals=True)
         try:
-            execution.build_nodes(runtime.build_step_notebook)
-            execution.loop()
-        except BaseException:
-            execution.request_cancel()
-            execution.finish_cancel()
-            raise
+            try:
+                execution.build_nodes(runtime.build_step_notebook)
+                execution.loop()
+            except BaseException as exc:
+                execution.request_cancel()
+                execution.finish_cancel()
+                if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    self.store.update_run(
+                        run_id, state=RunState.failed, error=f"{type(exc).__name__}: {exc}"
+                    )
+                raise
+            finally:
+                if in_main:
+                    signal.signal(signal.SIGTERM, old_handler or signal.SIG_DFL)
+            if output is not None:
+                execution.write_merged(Path(output), runtime.merge_outputs)
         finally:
-            if in_main:
-                signal.signal(signal.SIGTERM, old_handler or signal.SIG_DFL)
             with self._lock:
-                self._active.pop(run.id, None)
-        if output is not None:
-            execution.write_merged(Path(output), runtime.merge_outputs)
-        return self.store.get_run(run.id)
+                self._active.pop(run_id, None)
+        return self.store.get_run(run_id)
 
     def cancel(self, run_id: str) -> bool:
         """Cancel a run, whichever process runs it.
@@ -251,9 +318,11 @@ def cancel_run(store: RunStore, run_id: str, *, signal_runner: bool = True) -> b
     store.request_cancel(run_id)
     if run.backend != "local":
         return True  # a remote backend's runner polls the flag and terminates the remote run
-    pid, created, _host = store.runner_of(run_id)
+    pid, created, _host, handles_sigterm = store.runner_of(run_id)
     if pid and process_alive(pid, created):
-        if signal_runner and pid != os.getpid():
+        # Only a runner that said it turns SIGTERM into a cancel gets one (a Jupyter server
+        # running runs in threads would die of it); the others poll the flag set above.
+        if signal_runner and handles_sigterm and pid != os.getpid():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGTERM)
         return True
@@ -299,6 +368,7 @@ class _Execution:
         self.cancelled = threading.Event()
         self.cancel_done = False
         self.started: float | None = None
+        self.thread: threading.Thread | None = None  # set for runs started with submit()
 
     # ------------------------------------------------------------------ setup
 

@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS runs (
     url TEXT,
     error TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
+    runner_signals INTEGER NOT NULL DEFAULT 0,
     pipeline_json TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs (created);
@@ -83,7 +84,7 @@ CREATE TABLE IF NOT EXISTS steps (
 # Columns holding JSON; everything else is a plain SQLite value.
 _JSON_COLUMNS = {"parameters", "outputs", "digests", "metrics"}
 _RUN_FIELDS = set(Run.model_fields) - {"id", "steps"}
-_RUN_EXTRA = {"cancel_requested", "pipeline_json", "pid_created", "host"}
+_RUN_EXTRA = {"cancel_requested", "runner_signals", "pipeline_json", "pid_created", "host"}
 _STEP_FIELDS = set(StepRun.model_fields) - {"step"}
 _STEP_EXTRA = {"metrics", "cache_key", "kernel_pid", "kernel_created"}
 
@@ -186,10 +187,20 @@ class RunStore:
             self._conn.execute("PRAGMA foreign_keys=ON")
             # executescript commits on its own; run it outside an explicit transaction.
             self._conn.executescript(_SCHEMA)
+            self._migrate()
             self._conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         self.recover_lost()
 
     # ------------------------------------------------------------------ plumbing
+
+    def _migrate(self) -> None:
+        """Add columns newer than the database (stores outlive upgrades)."""
+        have = {r[1] for r in self._conn.execute("PRAGMA table_info(runs)")}
+        if "runner_signals" not in have:
+            with suppress(sqlite3.OperationalError):  # another process just added it
+                self._conn.execute(
+                    "ALTER TABLE runs ADD COLUMN runner_signals INTEGER NOT NULL DEFAULT 0"
+                )
 
     @property
     def folder(self) -> Path:
@@ -461,14 +472,14 @@ class RunStore:
             raise KeyError(f"no such run or step: {run_id}/{step}")
         return dict(row)
 
-    def runner_of(self, run_id: str) -> tuple[int | None, float | None, str | None]:
-        """(pid, pid start time, host) of the process running a run."""
+    def runner_of(self, run_id: str) -> tuple[int | None, float | None, str | None, bool]:
+        """(pid, pid start time, host, handles SIGTERM) of the process running a run."""
         run_id = self.resolve_id(run_id)
         with self._lock:
             row = self._conn.execute(
-                "SELECT pid, pid_created, host FROM runs WHERE id=?", (run_id,)
+                "SELECT pid, pid_created, host, runner_signals FROM runs WHERE id=?", (run_id,)
             ).fetchone()
-        return row[0], row[1], row[2]
+        return row[0], row[1], row[2], bool(row[3])
 
     # ------------------------------------------------------------------ recovery
 

@@ -198,6 +198,14 @@ class _Analyzer:
             if span.role in ("imports", "functions"):
                 self.role_cells(span)
         skip_cells = set(self.nb.role_cells("skip"))
+        # A step continues below a parameters cell (untagged cells after it): its cells after
+        # that point see the parameters, the ones above do not — go in cell order.
+        pending_params = [i for i in self.nb.role_cells("parameters") if i in self.facts]
+
+        def parameters_before(cell: int) -> None:
+            while pending_params and pending_params[0] < cell:
+                self.parameters_cell(pending_params.pop(0))
+
         for span in self.nb.spans:
             if span.role in ("step", "metrics"):
                 st = _StepState(span=span, index=len(self.steps))
@@ -208,17 +216,17 @@ class _Analyzer:
                 self.by_name[st.name] = st
                 for i in span.cells:
                     if i in self.facts:
+                        parameters_before(i)
                         if span.role == "metrics":
                             self.collect_metrics(i)
                         self.cell(st, i)
                 self.commit(st)
             elif span.role == "parameters":
-                for i in span.cells:
-                    if i in self.facts:
-                        self.parameters_cell(i)
+                parameters_before(max(span.cells) + 1)
             elif span.role == "skip":
                 for i in span.cells:
                     self.check_skipped(i, skip_cells)
+        parameters_before(len(self.nb.cells))
         return self.assemble()
 
     def role_cells(self, span: Span) -> None:
@@ -1124,7 +1132,25 @@ class _Analyzer:
                 st.input_at[name] = (st.span.cells[0], 1)
                 self.need(through.step, name, seen)
 
+    def role_parameters(self) -> set[str]:
+        """Parameters read by imports/functions cells: they replay in every step."""
+        param_cell = {q.name: q.cell for q in self.parameters}
+        out: set[str] = set()
+        for d in self.role_defs:
+            bound: set[str] = set()
+            for ev in self.facts[d.cell].events:
+                if ev.op == "bind":
+                    bound.add(ev.name)
+                elif (
+                    ev.op in ("read", "mutate")
+                    and ev.name not in bound
+                    and param_cell.get(ev.name, d.cell) < d.cell
+                ):
+                    out.add(ev.name)
+        return out
+
     def assemble(self) -> Pipeline:
+        role_params = self.role_parameters()
         # Outputs follow from what later steps take (iterate: pass-through adds inputs).
         for st in self.steps:
             for name, b in list(st.inputs.items()):
@@ -1258,7 +1284,7 @@ class _Analyzer:
                     inputs=sorted(st.inputs),
                     input_sources={n: b.step for n, b in sorted(st.inputs.items()) if b.step},
                     outputs=sorted(st.outputs),
-                    parameters=sorted(st.params),
+                    parameters=sorted(st.params | role_params),
                     definitions=defs,
                     state_inputs={pv: p for pv, (p, _, _) in sorted(st.state_inputs.items()) if p},
                     state_outputs=sorted(st.state_outputs),

@@ -502,3 +502,53 @@ def test_default_argument_keeps_its_definition_time_value():
     )
     # Either f travels from a (with its default) or the analysis says it cannot keep it.
     assert "f" in p.step("c").inputs or diags(p) != []
+
+
+# ----------------------------------------------------------------------------- role cells and order
+
+
+def test_step_continuing_below_a_parameters_cell_reads_the_parameter():
+    p = run(("x = 1", ["step:a"]), ("m = 4", ["pipeline-parameters"]), "y = m + x")
+    assert [(s.name, s.cells, s.parameters) for s in p.steps] == [("a", [0, 2], ["m"])]
+    assert diags(p) == []
+
+
+def test_parameter_read_above_its_cell_is_used_before_definition():
+    p = run(("y = m", ["step:a"]), ("m = 4", ["pipeline-parameters"]))
+    assert p.step("a").parameters == []
+    assert diags(p) == [("used-before-definition", "error", 0, 1)]
+
+
+def test_imports_or_functions_cell_reading_a_parameter_injects_it_everywhere():
+    p = run(
+        ("base = 'data'", ["pipeline-parameters"]),
+        ("import os\npath = os.path.join(base, 'x.csv')", ["imports"]),
+        ("print(path)", ["step:a"]),
+        ("n = 1", ["step:b"]),
+    )
+    assert {s.name: s.parameters for s in p.steps} == {"a": ["base"], "b": ["base"]}
+    assert diags(p) == []
+
+
+def test_step_changing_a_value_from_the_imports_cell_produces_it():
+    p = run(
+        ("import random\nz = [3, 2]", ["imports"]),
+        ("z.sort()", ["step:a"]),
+        ("print(z)", ["step:b"]),
+    )
+    assert io(p) == {"a": ([], ["z"], []), "b": (["z"], [], ["a"])}
+
+
+def test_untagged_cells_after_an_imports_cell_without_step_tags_form_main():
+    p = run(("import math", ["imports"]), "y = math.pi", "print(y)")
+    assert [(s.name, s.cells) for s in p.steps] == [("main", [1, 2])]
+
+
+def test_untagged_cells_after_an_imports_cell_join_it_in_a_tagged_notebook():
+    # Kale: the imports block goes on until the first step tag.
+    p = run(("import math", ["imports"]), "DATA = [1]", ("print(DATA)", ["step:a"]))
+    assert [(s.name, s.cells) for s in p.steps] == [("a", [2])]
+    assert [(d.kind.value, d.cell) for d in p.step("a").definitions] == [
+        ("imports-cell", 0),
+        ("imports-cell", 1),
+    ]

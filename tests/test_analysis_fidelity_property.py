@@ -48,6 +48,7 @@ class _Gen:
         self.ints: set[str] = set()
         self.funcs: dict[str, tuple[str, set[str]]] = {}  # name -> (kind, globals it needs)
         self.seeded = False
+        self.names: set[str] = set()  # other bound names (d, c)
 
     def _callable(self) -> list[str]:
         have = self.lists | self.ints
@@ -66,11 +67,35 @@ class _Gen:
             options += ["int_add", "int_iadd", "def_global_int", "print_int"]
         if self._callable():
             options += ["call", "call", "call"]
+        options += ["dict_new"] if "d" not in self.names else ["dict_set", "dict_print"]
+        options += ["class_new"] if "c" not in self.names else ["obj_inc", "obj_print"]
+        if len(self.lists) >= 2:
+            options += ["swap"]
         kind = r.choice(options)
         v = r.choice(LISTS)
         L = r.choice(sorted(self.lists)) if self.lists else None
         i = r.choice(sorted(self.ints)) if self.ints else None
         fname = r.choice(FUNCS)
+        if kind == "dict_new":
+            self.names.add("d")
+            return f"d = {{'a': [{k}]}}"
+        if kind == "dict_set":
+            return f"d['k{k}'] = {k}" if not self.lists else f"d['k{k}'] = len({L})"
+        if kind == "dict_print":
+            return "print(sorted(d))"
+        if kind == "class_new":
+            self.names.add("c")
+            return (
+                "class Counter:\n    def __init__(self):\n        self.n = 0\n"
+                "    def inc(self, by=1):\n        self.n += by\nc = Counter()"
+            )
+        if kind == "obj_inc":
+            return f"c.inc({k})"
+        if kind == "obj_print":
+            return "print(c.n)"
+        if kind == "swap":
+            a, b = r.sample(sorted(self.lists), 2)
+            return f"{a}, {b} = {b}, {a}"
         if kind == "new_list":
             self._bind_list(v)
             return f"{v} = [{k}, {r.randrange(10)}]"
@@ -167,6 +192,14 @@ def build(seed: int, n: int, split_cells: bool):
     if r.randrange(2):
         cells.append(v4.new_code_cell("random.seed(3)", metadata={"tags": ["step:seed"]}))
         gen.seeded = True
+    if r.randrange(3) == 0:
+        cells.append(v4.new_code_cell("m = 4", metadata={"tags": ["pipeline-parameters"]}))
+        gen.ints.add("m")
+    if r.randrange(3) == 0:
+        cells.append(
+            v4.new_code_cell("def h(lst):\n    lst.append(9)", metadata={"tags": ["functions"]})
+        )
+        gen.funcs["h"] = ("mut", set())
     for k in range(n):
         cell = v4.new_code_cell(gen.statement())
         if not split_cells and r.randrange(3) == 0:

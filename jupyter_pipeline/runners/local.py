@@ -38,6 +38,7 @@ from jupyter_pipeline.model import Pipeline, Run, RunState, Step
 from jupyter_pipeline.notebook import read_notebook
 from jupyter_pipeline.runners.base import EventCallback, RunEvent, resolve_parameters
 from jupyter_pipeline.runners.cache import StepCache, step_code
+from jupyter_pipeline.runners.prewarm import add_preimports
 from jupyter_pipeline.runtime.api import SavedValue, StepRequest, StepResult
 from jupyter_pipeline.store import RunStore, kill_process_tree, process_alive
 
@@ -375,16 +376,16 @@ class _Execution:
     def build_nodes(self, build_step_notebook: Callable[..., Any]) -> None:
         names = {s.name for s in self.pipeline.steps}
         for i, step in enumerate(self.pipeline.steps):
-            nb = build_step_notebook(self.source_nb, self.pipeline, step.name)
+            nb = _as_dict(build_step_notebook(self.source_nb, self.pipeline, step.name))
+            if self.runner.prewarm:
+                nb = add_preimports(nb)
             d = self.run_dir / "steps" / step.name
             d.mkdir(parents=True, exist_ok=True)
             deps = [dep for dep in step.depends_on if dep in names and dep != step.name]
             for src in [*step.input_sources.values(), *step.state_inputs.values()]:
                 if src in names and src not in deps and src != step.name:
                     deps.append(src)  # a data source is always a dependency, tagged or not
-            self.nodes[step.name] = _Node(
-                step=step, index=i, deps=deps, step_nb=_as_dict(nb), dir=d
-            )
+            self.nodes[step.name] = _Node(step=step, index=i, deps=deps, step_nb=nb, dir=d)
 
     # ------------------------------------------------------------------ helpers
 

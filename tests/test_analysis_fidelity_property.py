@@ -34,6 +34,11 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+# Statement kinds the pipeline still gets wrong (see the strict xfails in
+# test_analysis_dataflow.py): a conditionally defined function, and an instance of a notebook
+# class, travel pickled with their old globals. JP_FIDELITY_GAPS=1 generates them too.
+KNOWN_GAPS = os.environ.get("JP_FIDELITY_GAPS") == "1"
+
 LISTS = ["x", "y", "z"]
 INTS = ["n", "m"]
 FUNCS = ["f", "g", "h"]
@@ -48,7 +53,8 @@ class _Gen:
         self.ints: set[str] = set()
         self.funcs: dict[str, tuple[str, set[str]]] = {}  # name -> (kind, globals it needs)
         self.seeded = False
-        self.names: set[str] = set()  # other bound names (d, c)
+        self.names: set[str] = set()  # other bound names (d, c, k)
+        self.names_need: dict[str, set[str]] = {}
 
     def _callable(self) -> list[str]:
         have = self.lists | self.ints
@@ -71,6 +77,10 @@ class _Gen:
         options += ["class_new"] if "c" not in self.names else ["obj_inc", "obj_print"]
         if len(self.lists) >= 2:
             options += ["swap"]
+        if self.lists and KNOWN_GAPS:
+            options += ["cond_def", "try_def", "class_reads_global"]
+        if "k" in self.names and self.names_need.get("k", set()) <= self.lists:
+            options += ["method_call"]
         kind = r.choice(options)
         v = r.choice(LISTS)
         L = r.choice(sorted(self.lists)) if self.lists else None
@@ -93,6 +103,18 @@ class _Gen:
             return f"c.inc({k})"
         if kind == "obj_print":
             return "print(c.n)"
+        if kind == "cond_def":
+            self._bind_func(fname, "noarg", {L})
+            return f"if len({L}) > 0:\n    def {fname}():\n        return len({L})"
+        if kind == "try_def":
+            self._bind_func(fname, "noarg", {L})
+            return f"try:\n    def {fname}():\n        return sum({L})\nexcept Exception:\n    pass"
+        if kind == "class_reads_global":
+            self.names.add("k")
+            self.names_need["k"] = {L}
+            return f"class Reader:\n    def get(self):\n        return len({L})\nk = Reader()"
+        if kind == "method_call":
+            return "print(k.get())"
         if kind == "swap":
             a, b = r.sample(sorted(self.lists), 2)
             return f"{a}, {b} = {b}, {a}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -32,9 +33,16 @@ from jupyter_pipeline.runtime.serializers import describe, load_value, value_dir
 from jupyter_pipeline.store import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "examples" / "notebooks").glob("*.ipynb")) + sorted(
-    (ROOT / "tests" / "data" / "compile").glob("*.ipynb")
-)
+DATA = ROOT / "tests" / "data" / "compile"
+# Every example, plus the compiler's notebooks that add something (aliases and RNG state
+# crossing artifacts; Kale's unseeded example). kale_linear adds nothing the examples do not
+# cover at run time (its limits/retries are IR-only; see test_compile_golden).
+PARITY = [
+    *sorted((ROOT / "examples" / "notebooks").glob("*.ipynb")),
+    DATA / "seeded_alias.ipynb",
+    DATA / "kale_parameters_metrics.ipynb",
+]
+WITH_HTML = {DATA / "seeded_alias.ipynb"}
 
 pytestmark = pytest.mark.kernel
 
@@ -79,8 +87,13 @@ def _text_outputs(nb_path) -> dict[int, list[str]]:
 
 
 def _equal(a, b) -> bool:
+    """Value equality for what notebooks pass around (arrays, frames, estimators, dicts)."""
     if type(a) is not type(b):
         return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
     mod = type(a).__module__.split(".")[0]
     if mod == "numpy":
         import numpy as np
@@ -88,13 +101,10 @@ def _equal(a, b) -> bool:
         return bool(np.array_equal(a, b))
     if mod == "pandas":
         return bool(a.equals(b))
-    if mod == "sklearn":
-        return json.dumps(a.get_params(), default=repr) == json.dumps(
-            b.get_params(), default=repr
-        ) and all(
-            _equal(getattr(a, k), getattr(b, k))
-            for k in vars(a)
-            if k.endswith("_") and not k.startswith("_")
+    if hasattr(a, "get_params"):  # a scikit-learn estimator: same params and fitted state
+        fitted = [k for k in vars(a) if k.endswith("_") and not k.startswith("_")]
+        return repr(a.get_params()) == repr(b.get_params()) and all(
+            _equal(getattr(a, k), getattr(b, k)) for k in fitted
         )
     try:
         return bool(a == b)
@@ -102,41 +112,75 @@ def _equal(a, b) -> bool:
         return repr(a) == repr(b)
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def _local_snapshot(pipeline, path, store) -> dict:
+    """What a LocalRunner run produced: value dirs, metrics, executed notebooks' text outputs."""
+    run = LocalRunner(store, cache=False).run(pipeline, path)
+    assert run.state is RunState.succeeded, [(s.step, s.error) for s in run.steps]
+    metrics = store.get_metrics(run.id)
+    snap: dict = {}
+    for s in run.steps:
+        for var, location in s.outputs.items():
+            snap[("value", s.step, var)] = location
+        if s.step in metrics:
+            snap[("metrics", s.step)] = {k: float(v) for k, v in metrics[s.step].items()}
+        for cell, texts in _text_outputs(s.executed_notebook).items():
+            snap[("text", s.step, cell)] = texts
+    return snap
+
+
+def _kfp_snapshot(pipeline, tasks, plans) -> dict:
+    snap: dict = {}
+    for step in pipeline.steps:
+        plan, task_dir = plans[step.name], tasks[step.name]
+        executor_output = json.loads((task_dir / "executor_output.json").read_text())
+        for var, arg in plan.outputs.items():
+            snap[("value", step.name, var)] = str(task_dir / arg / value_dirname(var))
+            # The artifact's metadata carries the saved value's digest for the UI.
+            art_meta = executor_output["artifacts"][arg]["artifacts"][0]["metadata"]
+            assert art_meta["digest"] == describe(snap[("value", step.name, var)])["digest"]
+        if step.role == "metrics":
+            meta = executor_output["artifacts"][plan.metrics]["artifacts"][0]["metadata"]
+            snap[("metrics", step.name)] = meta
+        for cell, texts in _text_outputs(task_dir / plan.executed_notebook).items():
+            snap[("text", step.name, cell)] = texts
+    return snap
+
+
+def _same(key, a, b) -> bool:
+    if key[0] != "value":
+        return a == b
+    return describe(a)["digest"] == describe(b)["digest"] or _equal(load_value(a), load_value(b))
+
+
+@pytest.mark.parametrize("path", PARITY, ids=lambda p: p.stem)
 def test_compiled_pipeline_under_kfp_local_matches_local_runner(path, tmp_path):
     pipeline = analyze_notebook(path)
     store = RunStore(tmp_path / "store.db")
-    local = LocalRunner(store, cache=False).run(pipeline, path)
-    assert local.state is RunState.succeeded, [(s.step, s.error) for s in local.steps]
-    local_steps = {s.step: s for s in local.steps}
-    local_metrics = store.get_metrics(local.id)
-
-    tasks, plans, error = _kfp_local(pipeline, path, tmp_path / "kfp")
+    # The local runner works in a thread while kfp.local runs its tasks one by one.
+    with ThreadPoolExecutor(1) as pool:
+        local_future = pool.submit(_local_snapshot, pipeline, path, store)
+        tasks, plans, error = _kfp_local(pipeline, path, tmp_path / "kfp", html=path in WITH_HTML)
+        local = local_future.result()
     assert error is None, error
-
-    compared_values = 0
+    kfp = _kfp_snapshot(pipeline, tasks, plans)
+    assert kfp.keys() == local.keys()
+    expected_values = sum(len(s.outputs) + len(s.state_outputs) for s in pipeline.steps)
+    assert sum(1 for k in kfp if k[0] == "value") == expected_values
+    assert any(k[0] == "metrics" and kfp[k] for k in kfp) == any(
+        s.role == "metrics" for s in pipeline.steps
+    )
+    differ = {k for k in kfp if not _same(k, kfp[k], local[k])}
+    if differ:
+        # As in the fidelity measure: what differs between two straight local runs
+        # (unseeded randomness, timings) is not compared.
+        again = _local_snapshot(pipeline, path, RunStore(tmp_path / "again.db"))
+        unstable = {k for k in local if not _same(k, local[k], again[k])}
+        assert differ <= unstable, sorted(differ - unstable)
+        assert len(unstable) < len(local)  # something was still compared
     for step in pipeline.steps:
-        plan, task_dir, ref = plans[step.name], tasks[step.name], local_steps[step.name]
-        executor_output = json.loads((task_dir / "executor_output.json").read_text())
-        for var, arg in plan.outputs.items():
-            kfp_dir = task_dir / arg / value_dirname(var)
-            meta = describe(str(kfp_dir))
-            assert meta["digest"] == ref.digests[var], (step.name, var)
-            art_meta = executor_output["artifacts"][arg]["artifacts"][0]["metadata"]
-            assert art_meta["digest"] == ref.digests[var]
-            local_value = load_value(ref.outputs[var])
-            assert _equal(load_value(str(kfp_dir)), local_value), (step.name, var)
-            compared_values += 1
-        if step.role == "metrics":
-            kfp_metrics = executor_output["artifacts"][plan.metrics]["artifacts"][0]["metadata"]
-            assert kfp_metrics == {k: float(v) for k, v in local_metrics[step.name].items()}
-            assert kfp_metrics  # something was reported
-        # The executed step notebook (.ipynb artifact, and its HTML) shows the same output.
-        assert _text_outputs(task_dir / plan.executed_notebook) == _text_outputs(
-            ref.executed_notebook
-        ), step.name
-        assert "<html" in (task_dir / plan.html).read_text(encoding="utf-8")[:2000].lower()
-    assert compared_values == sum(len(s.outputs) + len(s.state_outputs) for s in pipeline.steps)
+        if path in WITH_HTML:
+            html = (tasks[step.name] / plans[step.name].html).read_text(encoding="utf-8")
+            assert "<html" in html[:2000].lower()
 
 
 def test_failing_step_fails_the_kfp_task_and_keeps_its_executed_notebook(tmp_path):

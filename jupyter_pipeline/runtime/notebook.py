@@ -35,12 +35,19 @@ _SKIP_TAG = "skip-execution"  # nbclient's default skip_cells_with_tag
 
 
 def render_load(inputs: dict[str, str | None]) -> str:
-    """Source of the load-inputs cell for an input map (name → saved-value directory)."""
+    """Source of the load-inputs cell for an input map (name → saved-value directory).
+
+    Empty without inputs: nbclient skips empty cells (one kernel round trip less).
+    """
+    if not inputs:
+        return ""
     return f"__import__({_KERNEL_MODULE!r}, fromlist=['_']).load_inputs(globals(), {inputs!r})"
 
 
 def render_save(output_dir: str | None, outputs: list[str], metrics: list[str]) -> str:
-    """Source of the save-outputs cell."""
+    """Source of the save-outputs cell (empty when there is nothing to save)."""
+    if not outputs and not metrics:
+        return ""
     return (
         f"__import__({_KERNEL_MODULE!r}, fromlist=['_'])"
         f".save_outputs(globals(), {output_dir!r}, {outputs!r}, {metrics!r})"

@@ -173,7 +173,40 @@ def _resolve_main(qualname: str, payload: bytes | None) -> Any:
         )
     import cloudpickle
 
-    return cloudpickle.loads(payload)
+    return _rebind_globals(cloudpickle.loads(payload))
+
+
+def _rebind_globals(obj: Any) -> Any:
+    """Give a by-value notebook function (or class's methods) the kernel's own globals.
+
+    cloudpickle rebuilds a function with a private copy of the globals it referenced, frozen
+    at pickling time. A function defined in a notebook reads the *current* globals when
+    called, so a consumer must see its own values (e.g. a list changed by a later step).
+    """
+    main = sys.modules.get("__main__")
+    namespace = getattr(main, "__dict__", None)
+    if namespace is None:
+        return obj
+
+    def rebind(fn: types.FunctionType) -> types.FunctionType:
+        new = types.FunctionType(
+            fn.__code__, namespace, fn.__name__, fn.__defaults__, fn.__closure__
+        )
+        new.__kwdefaults__ = fn.__kwdefaults__
+        new.__dict__.update(fn.__dict__)
+        new.__qualname__ = fn.__qualname__
+        new.__module__ = fn.__module__
+        new.__doc__ = fn.__doc__
+        new.__annotations__ = fn.__annotations__
+        return new
+
+    if isinstance(obj, types.FunctionType):
+        return rebind(obj)
+    if isinstance(obj, type):
+        for name, attr in list(vars(obj).items()):
+            if isinstance(attr, types.FunctionType) and attr.__module__ == "__main__":
+                setattr(obj, name, rebind(attr))
+    return obj
 
 
 def _main_reduce(obj: Any) -> Any:

@@ -407,3 +407,23 @@ def test_parallel_steps_in_threads_do_not_leak(tmp_path):
         # cwd is per kernel (not a process-wide chdir): each sees its own folder
         assert stdout_of(results[name].executed_notebook, 0) == f"{tmp_path / name}\n"
     assert len(os.listdir("/proc/self/fd")) <= fds
+
+
+def test_on_kernel_raising_does_not_leak_the_kernel(tmp_path):
+    nb, pipeline = one_step(["print('never')"])
+    pids = []
+
+    def on_kernel(pid):
+        pids.append(pid)
+        raise RuntimeError("runner refused the kernel")
+
+    with pytest.raises(RuntimeError, match="refused"):
+        run_step(request(nb, pipeline, "s", tmp_path), on_kernel=on_kernel)
+    for _ in range(100):
+        try:
+            os.kill(pids[0], 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("kernel left running")

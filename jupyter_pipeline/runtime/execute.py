@@ -117,7 +117,12 @@ def _register_engine() -> None:
             if pid is not None:
                 self.jp.pid = pid
                 if self.jp.on_kernel is not None:
-                    self.jp.on_kernel(pid)
+                    try:
+                        self.jp.on_kernel(pid)
+                    except BaseException:
+                        # Raised before nbclient's cleanup is armed: stop the kernel here.
+                        self._cleanup_kernel()
+                        raise
 
         def papermill_execute_cells(self) -> None:
             from nbclient.exceptions import CellExecutionError

@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             print(rows[-1][:3], flush=True)
 
     if "c" in only:
-        nb = branches(tmp / "branches.ipynb", args.work * 2)
+        # Branches long against a kernel start (~1 s), as pipelines worth parallelizing are.
+        nb = branches(tmp / "branches.ipynb", args.work * 4)
         t_seq = best(args.repeat, lambda: pipe.run(nb, max_parallel=1))
         t_par = best(args.repeat, lambda: pipe.run(nb, max_parallel=2))
         speedup = t_seq / t_par

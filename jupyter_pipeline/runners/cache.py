@@ -79,6 +79,7 @@ class StepCache:
         parameters: Mapping[str, Any],
         outputs: list[str],
         kernel_name: str,
+        env: Mapping[str, str] | None = None,
     ) -> str:
         """Hash the things that decide a step's results.
 
@@ -88,6 +89,7 @@ class StepCache:
             parameters: Parameter values injected into the step.
             outputs: Names the step saves.
             kernel_name: Kernel it runs in.
+            env: Environment variables the step sets (``env:`` tags).
         """
         payload = json.dumps(
             {
@@ -97,6 +99,7 @@ class StepCache:
                 "parameters": dict(sorted(parameters.items())),
                 "outputs": sorted(outputs),
                 "kernel": kernel_name,
+                "env": dict(sorted((env or {}).items())),
             },
             sort_keys=True,
             default=repr,

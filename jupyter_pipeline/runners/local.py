@@ -522,6 +522,7 @@ class _Execution:
             parameters=self.injected_parameters(node.step),
             outputs=node.outputs,
             kernel_name=self.pipeline.kernel_name,
+            env=node.step.settings.env,
         )
 
     def cacheable(self, node: _Node) -> bool:

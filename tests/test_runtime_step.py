@@ -427,3 +427,14 @@ def test_on_kernel_raising_does_not_leak_the_kernel(tmp_path):
         time.sleep(0.05)
     else:
         raise AssertionError("kernel left running")
+
+
+def test_kernel_process_output_goes_to_the_log(tmp_path):
+    nb, pipeline = one_step(
+        ["import os\nos.system('echo from-a-subprocess')\nprint('from-a-cell')"]
+    )
+    result = run_step(request(nb, pipeline, "s", tmp_path))
+    assert result.status == "succeeded", result.failure
+    log = (tmp_path / "s" / "log.txt").read_text()
+    assert "from-a-subprocess" in log and "from-a-cell" in log
+    assert "WARNING" not in log  # ipykernel's start-up chatter stays out

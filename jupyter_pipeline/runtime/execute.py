@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -419,11 +418,8 @@ def run_step(
 
     log = open(request.log_path, "a", encoding="utf-8") if request.log_path else None  # noqa: SIM115
     # The kernel process's own stdout/stderr (subprocesses, C extensions, `os.system`)
-    # goes to the log too, never to the runner's terminal.
-    kernel_kwargs: dict[str, Any] = {
-        "stdout": log if log is not None else subprocess.DEVNULL,
-        "stderr": log if log is not None else subprocess.DEVNULL,
-    }
+    # goes to the log too, not to the runner's terminal; without a log it is inherited.
+    kernel_kwargs: dict[str, Any] = {"stdout": log, "stderr": log} if log is not None else {}
     if request.env:
         kernel_kwargs["env"] = {**os.environ, **request.env}
     failure: StepFailure | None = None

@@ -444,6 +444,16 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
     store = _open_store(args)
     run = _get_run(store, args.run)
+    if run.backend == "kfp" and not run.state.finished:
+        # A KFP run is terminated on the cluster (the runner there is KFP, not a process here).
+        from jupyter_pipeline.runners.kfp import KfpError, KfpRunner
+
+        try:
+            KfpRunner(store=store).cancel(run.id)
+        except KfpError as exc:
+            raise UsageError(str(exc)) from None
+        print(f"run {run.id} {store.get_run(run.id).state.value}")
+        return EXIT_OK
     if not cancel_run(store, run.id):
         print(f"run {run.id} already {run.state.value}")
         return EXIT_OK

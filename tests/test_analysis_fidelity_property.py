@@ -77,6 +77,11 @@ class _Gen:
         options += ["class_new"] if "c" not in self.names else ["obj_inc", "obj_print"]
         if len(self.lists) >= 2:
             options += ["swap"]
+        if self.lists:
+            options += ["magic_time_bind", "magic_time_mutate", "capture"]
+        options += ["shell_out"]
+        if "cap" in self.names:
+            options += ["print_cap"]
         if self.lists and KNOWN_GAPS:
             options += ["cond_def", "try_def", "class_reads_global"]
         if "k" in self.names and self.names_need.get("k", set()) <= self.lists:
@@ -115,6 +120,20 @@ class _Gen:
             return f"class Reader:\n    def get(self):\n        return len({L})\nk = Reader()"
         if kind == "method_call":
             return "print(k.get())"
+        if kind == "magic_time_bind":
+            name = r.choice(INTS)
+            self._bind_int(name)
+            return f"%time {name} = len({L})"
+        if kind == "magic_time_mutate":
+            return f"%time {L}.append({k})"
+        if kind == "capture":
+            self.names.add("cap")
+            return f"%%capture cap\nprint({L})\n{L}.append({k})"
+        if kind == "print_cap":
+            return "print(cap)"
+        if kind == "shell_out":
+            self._bind_list(v)
+            return f"{v} = !echo {k}"
         if kind == "swap":
             a, b = r.sample(sorted(self.lists), 2)
             return f"{a}, {b} = {b}, {a}"
@@ -230,10 +249,34 @@ def build(seed: int, n: int, split_cells: bool):
     return v4.new_notebook(cells=cells)
 
 
+class _Shell:
+    """The few IPython services generated cells use, deterministic (no timings)."""
+
+    def __init__(self, ns: dict):
+        self.ns = ns
+
+    def run_line_magic(self, name: str, arg: str) -> None:
+        assert name == "time", name
+        exec(compile(arg, "<magic>", "exec"), self.ns)
+
+    def run_cell_magic(self, name: str, arg: str, body: str) -> None:
+        assert name == "capture", name
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(body, "<capture>", "exec"), self.ns)
+        self.ns[arg.strip()] = out.getvalue()
+
+    def getoutput(self, cmd: str) -> list[str]:
+        return [cmd.split()[-1]]
+
+
 def _exec_cell(code: str, ns: dict) -> str:
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    ns.setdefault("get_ipython", lambda: _Shell(ns))
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(code, "<cell>", "exec"), ns)
+        exec(compile(TransformerManager().transform_cell(code), "<cell>", "exec"), ns)
     return out.getvalue()
 
 
@@ -262,7 +305,7 @@ def as_pipeline(book, p: Pipeline) -> dict[int, str]:
             for name in step.parameters:
                 exec(params[name], ns)
             for d in step.definitions:
-                exec(d.source, ns)
+                _exec_cell(d.source, ns)  # the runtime replays them in IPython
             by_producer: dict[str, list[str]] = {}
             for var, src in step.input_sources.items():
                 by_producer.setdefault(src, []).append(var)

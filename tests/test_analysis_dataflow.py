@@ -465,12 +465,10 @@ def test_constructor_that_changes_its_argument():
 
 
 # ----------------------------------------------------------------------------- known gaps
-# Strict xfails: each documents a case where the pipeline still differs from a straight run.
-# When the engine learns it, the test passes, pytest reports XPASS as a failure, and the
-# marker must go.
+# Cases where a naive pipeline differs from a straight run: aliases across steps, figures and
+# their axes, definition-time values, functions and instances travelling with old globals.
 
 
-@pytest.mark.xfail(strict=True, reason="aliasing across steps is not tracked (b = a)")
 def test_change_through_an_alias_in_another_step():
     p = run(
         ("a = [1]", ["step:a"]),
@@ -483,7 +481,6 @@ def test_change_through_an_alias_in_another_step():
     )
 
 
-@pytest.mark.xfail(strict=True, reason="a figure and its axes are one object graph")
 def test_plotting_on_axes_changes_the_figure():
     p = run(
         ("import matplotlib.pyplot as plt\nfig, ax = plt.subplots()", ["step:a"]),
@@ -493,7 +490,6 @@ def test_plotting_on_axes_changes_the_figure():
     assert p.step("c").depends_on == ["b"] or diags(p) != []
 
 
-@pytest.mark.xfail(strict=True, reason="replayed defaults are evaluated with the step's value")
 def test_default_argument_keeps_its_definition_time_value():
     p = run(
         ("x = 1\ndef f(v=x):\n    return v", ["step:a"]),
@@ -554,7 +550,6 @@ def test_untagged_cells_after_an_imports_cell_join_it_in_a_tagged_notebook():
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="a conditionally defined function travels pickled")
 def test_conditionally_redefined_function_sees_later_globals():
     p = run(
         ("y = [7, 0]\ndef h():\n    return 0", ["step:a"]),
@@ -566,7 +561,6 @@ def test_conditionally_redefined_function_sees_later_globals():
     assert p.step("d").input_sources.get("y") == "c"  # …so d must see c's y
 
 
-@pytest.mark.xfail(strict=True, reason="an instance's notebook class travels pickled")
 def test_method_of_a_notebook_class_sees_later_globals():
     p = run(
         ("z = [2, 0]", ["step:a"]),

@@ -558,6 +558,36 @@ class _CellVisitor:
         self.expr(s.value, cond)
         for t in s.targets:
             self.target(t, cond, s)
+        self.aliases(s.targets, s.value, s, cond)
+
+    def aliases(self, targets: list[ast.expr], value: ast.expr, s: ast.AST, cond: Cond) -> None:
+        """Record names that now share one object: changing one changes the others.
+
+        ``b = a`` and ``b = a.attr`` make b an alias of a; ``fig, ax = plt.subplots()``
+        unpacks one returned object graph; ``a = b = []`` binds one object to both.
+        """
+        names = [t.id for t in targets if isinstance(t, ast.Name)]
+        if _immutable_literal(value):
+            for name in names:  # nothing can change it in place: it never needs to travel
+                self.emit("immutable", name, s, cond)
+            return
+        if isinstance(value, ast.Name | ast.Attribute):
+            source = _root(value)
+            if source is not None:
+                for name in names:
+                    if name != source:
+                        self.emit("alias", name, s, cond, info=source)
+        elif isinstance(value, ast.Call) and len(targets) == 1:
+            target = targets[0]
+            if isinstance(target, ast.Name) and isinstance(value.func, ast.Name):
+                # `k = Reader()`: if Reader is a notebook class, k's methods read its globals
+                self.emit("instance", target.id, s, cond, info=value.func.id)
+            if isinstance(target, ast.Tuple | ast.List):
+                parts = [e.id for e in target.elts if isinstance(e, ast.Name)]
+                for name in parts[1:]:
+                    self.emit("alias", name, s, cond, info=parts[0])
+        for name in names[1:]:  # a = b = value
+            self.emit("alias", name, s, cond, info=names[0])
 
     def s_AnnAssign(self, s: ast.AnnAssign, cond: Cond) -> None:
         if s.value is not None:
@@ -906,6 +936,17 @@ class _CellVisitor:
             )
             return True
         return False
+
+
+def _immutable_literal(node: ast.expr) -> bool:
+    """A literal of an immutable type (number, string, bytes, None, tuple of those)."""
+    if isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, ast.UnaryOp) and isinstance(node.operand, ast.Constant):
+        return True
+    if isinstance(node, ast.Tuple):
+        return all(_immutable_literal(e) for e in node.elts)
+    return isinstance(node, ast.JoinedStr)
 
 
 def _sub(cond: Cond) -> Cond:

@@ -76,6 +76,8 @@ class Binding:
     cond: Cond = ()
     info: DefInfo | None = None
     sure: bool = True  # surely bound at some point so far (not only conditionally)
+    instance_of: Binding | None = None  # the notebook class a data value was made from
+    immutable: bool = False  # bound to an immutable literal: no alias can change it
 
 
 @dataclass
@@ -128,6 +130,10 @@ class _Analyzer:
         self.skip_bound: dict[str, int] = {}
         self.uncertain_from: int | None = None  # cell after which unseen names may exist
         self.writers: dict[str, list[str]] = defaultdict(list)
+        # Names that currently share one object (b = a): one set object per group.
+        self.aliases: dict[str, set[str]] = {}
+        # For each definition statement, the bindings its definition-time reads saw.
+        self.def_versions: dict[int, dict[str, Binding | None]] = {}
 
     # ------------------------------------------------------------------ diagnostics
     def diag(
@@ -363,6 +369,17 @@ class _Analyzer:
                 self.bind(st, ev, i)
             elif op == "mutate":
                 self.mutate(st, ev.name, i, ev.line, ev)
+            elif op == "immutable":
+                made = st.local.get(ev.name)
+                if made is not None:
+                    made.immutable = True
+            elif op == "instance":
+                made = st.local.get(ev.name)
+                cls = self.current(st, ev.info)
+                if made is not None and cls is not None and cls.kind == "class":
+                    made.instance_of = cls
+            elif op == "alias":
+                self.alias(st, ev.name, ev.info, i, ev.line, ev.cond)
             elif op == "del":
                 self.delete(st, ev.name, i, ev.line, ev.cond)
             elif op == "call":
@@ -454,6 +471,16 @@ class _Analyzer:
             st.inputs[name] = outside
             st.input_at[name] = (cell, line)
         st.sure.add(name)  # loaded at the step's start: present from here on
+        # A function that travels as data (defined under a condition) still reads and
+        # changes globals when called here.
+        self.apply_definition(st, outside, cell, line, _active)
+        cls = outside.instance_of
+        if cls is not None:
+            # An instance of a notebook class: the consumer defines the class itself (so the
+            # loaded object is of *its* class) and its methods read the consumer's globals.
+            if cls.step is not None:
+                self.add_definition(st, cls, cell, line, _active)
+            self.apply_definition(st, cls, cell, line, _active)
         st.passthrough.pop(name, None)
 
     def undefined(
@@ -569,7 +596,23 @@ class _Analyzer:
             cell=b.cell, line=b.line, kind=kind, names=names, source=info.source
         )
         # What the statement itself reads when replayed (decorators, defaults, bases…).
+        then = self.def_versions.get(info.statement_id, {})
         for r in info.reads:
+            before, now = then.get(r), self.env.get(r)
+            if before is not None and before.kind == "data" and now is not before:
+                changed = now.cell if now is not None else "?"
+                self.diag(
+                    "definition-time-value",
+                    Severity.warning,
+                    cell,
+                    line,
+                    f"{b.name!r} (cell {b.cell}) evaluates {r!r} when it is defined (a default, "
+                    f"decorator or class body), and {r!r} changes in cell {changed} before step "
+                    f"{st.name!r} uses {b.name!r}: the definition replayed there sees the new "
+                    f"value — pass {r!r} as an argument, or define {b.name!r} after the change",
+                    st.name,
+                    [b.name, r],
+                )
             self.read(st, r, cell, line, (), active)
 
     def apply_definition(
@@ -603,6 +646,10 @@ class _Analyzer:
                 if ev.name in st.writes:
                     st.writes[ev.name].cond = ()
             return
+        if isinstance(ev.info, DefInfo) and ev.info.reads:
+            self.def_versions[ev.info.statement_id] = {
+                r: self.current(st, r) for r in ev.info.reads
+            }
         kind = ev.kind if ev.kind in _DEF_KINDS and not ev.cond else "data"
         if ev.kind in ("function", "class") and ev.cond:
             kind = "data"
@@ -630,6 +677,7 @@ class _Analyzer:
                 st.name,
                 [name],
             )
+        self.unalias(name)
         # A conditionally defined function is data (pickled) but still has effects when called.
         b = Binding(name, kind, st.name, cell, line, cond, info)
         if cond:
@@ -648,6 +696,34 @@ class _Analyzer:
         st.local[name] = b
         st.writes[name] = b
 
+    def unalias(self, name: str) -> None:
+        """``name`` now refers to a new object: it leaves its alias group."""
+        group = self.aliases.pop(name, None)
+        if group is not None:
+            group.discard(name)
+
+    def alias(
+        self, st: _StepState, target: str, source: str, cell: int, line: int, cond: Cond
+    ) -> None:
+        """``target`` was bound to (part of) ``source``'s object.
+
+        Both must then travel together: this step produces every member of the group, so
+        a later step loads them from one place, where the serializer keeps them one object,
+        and a change through either name reaches the other — as in the notebook.
+        """
+        src = self.current(st, source)
+        if src is None or src.kind != "data" or src.immutable or source == target:
+            return  # aliasing a module, function or parameter value shares nothing mutable
+        group = self.aliases.get(source)
+        if group is None:
+            group = {source}
+            self.aliases[source] = group
+        self.unalias(target)
+        group.add(target)
+        self.aliases[target] = group
+        for member in sorted(group - {target}):
+            self._mutate_one(st, member, cell, line, Event("mutate", member, line, cond, "alias"))
+
     def mutate(
         self,
         st: _StepState,
@@ -656,6 +732,14 @@ class _Analyzer:
         line: int,
         ev: Event | None,
         active: set[int] | None = None,
+    ) -> None:
+        """``name``'s object may change here; so do the objects of its aliases."""
+        self._mutate_one(st, name, cell, line, ev)
+        for member in sorted(self.aliases.get(name, set()) - {name}):
+            self._mutate_one(st, member, cell, line, ev)
+
+    def _mutate_one(
+        self, st: _StepState, name: str, cell: int, line: int, ev: Event | None
     ) -> None:
         if name in st.sure:
             mine = st.local.get(name)
@@ -672,7 +756,9 @@ class _Analyzer:
             if name in st.inputs and name not in st.writes:
                 # An input changed in place (read first, so it is "sure" here): later
                 # readers must take it from this step, not from its producer.
-                b = Binding(name, "data", st.name, cell, line)
+                b = Binding(
+                    name, "data", st.name, cell, line, instance_of=st.inputs[name].instance_of
+                )
                 st.local[name] = b
                 st.writes[name] = b
             return  # a local object changed in place: still this step's value
@@ -723,7 +809,7 @@ class _Analyzer:
                     )
                 st.inputs[name] = outside
                 st.input_at[name] = (cell, line)
-        b = Binding(name, "data", st.name, cell, line)
+        b = Binding(name, "data", st.name, cell, line, instance_of=base.instance_of)
         st.local[name] = b
         st.writes[name] = b
         st.sure.add(name)
@@ -755,6 +841,7 @@ class _Analyzer:
             # notebook; consumers get it through this step either way.
             self.bind_name(st, name, "data", None, cell, line, cond=cond)
             return
+        self.unalias(name)
         b = Binding(name, "deleted", st.name, cell, line)
         st.sure.discard(name)
         st.maybe.pop(name, None)

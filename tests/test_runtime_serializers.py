@@ -249,3 +249,25 @@ def test_numpy_views_of_another_output_stay_views(tmp_path):
     assert back["data"][1, 0] == -2.0
     # a consumer reading only a view still gets it (the base comes along)
     assert np.array_equal(load_value(str(tmp_path / "y")), data[:, 5])
+
+
+def test_by_value_notebook_function_reads_consumer_globals(tmp_path, monkeypatch):
+    import sys
+
+    main = sys.modules["__main__"]
+    producer = {"__name__": "__main__", "SCALE": 3, "SEEN": [1, 2]}
+    exec("def f(x):\n    return x * SCALE + len(SEEN)", producer)
+    monkeypatch.setattr(main, "f", producer["f"], raising=False)
+    save_value({"fn": producer["f"]}, str(tmp_path / "v"), "v")
+
+    # Consumer: does not define f, has its own SCALE, never heard of SEEN.
+    monkeypatch.delattr(main, "f")
+    monkeypatch.setattr(main, "SCALE", 10, raising=False)
+    monkeypatch.delattr(main, "SEEN", raising=False)
+    fn = load_value(str(tmp_path / "v"))["fn"]
+    try:
+        assert fn(1) == 10 + 2  # its own SCALE, the producer's SEEN
+        main.SCALE = 100
+        assert fn(1) == 100 + 2  # read when called, as in the notebook
+    finally:
+        monkeypatch.delattr(main, "SEEN", raising=False)

@@ -182,6 +182,8 @@ def _rebind_globals(obj: Any) -> Any:
     cloudpickle rebuilds a function with a private copy of the globals it referenced, frozen
     at pickling time. A function defined in a notebook reads the *current* globals when
     called, so a consumer must see its own values (e.g. a list changed by a later step).
+    Globals the consumer does not define keep the producer's values: they are added to the
+    kernel's namespace (where the notebook had them too) instead of raising NameError.
     """
     main = sys.modules.get("__main__")
     namespace = getattr(main, "__dict__", None)
@@ -189,6 +191,9 @@ def _rebind_globals(obj: Any) -> Any:
         return obj
 
     def rebind(fn: types.FunctionType) -> types.FunctionType:
+        for key, value in fn.__globals__.items():
+            if not key.startswith("__"):
+                namespace.setdefault(key, value)
         new = types.FunctionType(
             fn.__code__, namespace, fn.__name__, fn.__defaults__, fn.__closure__
         )

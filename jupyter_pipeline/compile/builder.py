@@ -21,6 +21,7 @@ import inspect
 import json
 import keyword
 import linecache
+import os
 import sys
 import tempfile
 import warnings
@@ -93,8 +94,21 @@ class CompiledPackage:
 
 
 def _kfp():
-    """Import kfp lazily (it costs ~0.5 s) and keep its chatter out of our output."""
+    """Import kfp's DSL and compiler lazily, without kfp's client (and Kubernetes') import cost."""
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"kfp(\.|$)")
+    if "kfp" not in sys.modules:
+        # kfp's package __init__ imports kfp.client, and with it the whole Kubernetes client
+        # (~1 s), unless _KFP_RUNTIME is set: kfp's own switch for code that needs no client.
+        # Only the package __init__ sees it; kfp.dsl is imported below with it unset.
+        saved = os.environ.get("_KFP_RUNTIME")
+        os.environ["_KFP_RUNTIME"] = "true"
+        try:
+            import kfp  # noqa: F401
+        finally:
+            if saved is None:
+                del os.environ["_KFP_RUNTIME"]
+            else:
+                os.environ["_KFP_RUNTIME"] = saved
     from kfp import compiler, dsl
 
     return dsl, compiler

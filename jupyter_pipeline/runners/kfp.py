@@ -241,7 +241,9 @@ class KfpRunner:
             self.check()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                import kfp
+                # kfp.client directly: `kfp.Client` is missing when the compiler imported kfp
+                # without its client (see jupyter_pipeline.compile.builder._kfp).
+                from kfp.client import Client
 
                 kwargs: dict[str, Any] = {
                     "host": self.host,
@@ -251,7 +253,7 @@ class KfpRunner:
                 if self.config.namespace:
                     kwargs["namespace"] = self.config.namespace
                 with contextlib.redirect_stdout(io.StringIO()):
-                    self._client = kfp.Client(**kwargs)
+                    self._client = Client(**kwargs)
         return self._client
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:

@@ -271,7 +271,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
         def on_event(event: Any) -> None:
             if event.kind == "step" and event.step:
-                print(_step_line(event.run, event.step), flush=True)
+                line = _step_line(event.run, event.step)
+                if not line.endswith(": queued"):  # every step starts queued; say what moves
+                    print(line, flush=True)
 
         run = runner.watch(run.id, on_event)
     except (KfpError, ParameterError, CompileError) as exc:

@@ -516,3 +516,27 @@ def test_analyze_does_not_import_kfp():
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+def test_cli_compile_env_secret_and_pip_options(tmp_path, capsys, monkeypatch):
+    from jupyter_pipeline.cli import main
+
+    monkeypatch.delenv("JUPYTER_PIPELINE_KFP_CONFIG", raising=False)
+    monkeypatch.delenv("JUPYTER_PIPELINE_IMAGE", raising=False)
+    nb_path = tmp_path / "n.ipynb"
+    nbformat.write(make_nb(("import numpy as np\na = np.ones(2)", ["step:one"])), nb_path)
+    out = tmp_path / "n.yaml"
+    code = main(
+        ["compile", str(nb_path), "-o", str(out), "--env", "A=1", "--secret", "db:pw=DB_PASSWORD",
+         "--packages", "pip"]
+    )  # fmt: skip
+    assert code == 0
+    spec, platform = yaml.safe_load_all(out.read_text())
+    container = next(iter(spec["deploymentSpec"]["executors"].values()))["container"]
+    assert container["env"] == [{"name": "A", "value": "1"}]
+    assert f"numpy=={md.version('numpy')}" in " ".join(container["command"])
+    (k8s,) = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values()
+    assert k8s["secretAsEnv"][0]["keyToEnv"] == [{"envVar": "DB_PASSWORD", "secretKey": "pw"}]
+    capsys.readouterr()
+    assert main(["compile", str(nb_path), "-o", str(out), "--secret", "nocolon"]) == 2
+    assert "SECRET:KEY=ENV" in capsys.readouterr().err

@@ -563,21 +563,20 @@ class _CellVisitor:
     def aliases(self, targets: list[ast.expr], value: ast.expr, s: ast.AST, cond: Cond) -> None:
         """Record names that now share one object: changing one changes the others.
 
-        ``b = a`` and ``b = a.attr`` make b an alias of a; ``fig, ax = plt.subplots()``
-        unpacks one returned object graph; ``a = b = []`` binds one object to both.
+        ``b = a`` and ``b = a.attr`` make b an alias of a; ``data = [df1, df2]`` holds the
+        frames themselves; ``fig, ax = plt.subplots()`` unpacks one returned object graph;
+        ``a = b = []`` binds one object to both.
         """
         names = [t.id for t in targets if isinstance(t, ast.Name)]
         if _immutable_literal(value):
             for name in names:  # nothing can change it in place: it never needs to travel
                 self.emit("immutable", name, s, cond)
             return
-        if isinstance(value, ast.Name | ast.Attribute):
-            source = _root(value)
-            if source is not None:
-                for name in names:
-                    if name != source:
-                        self.emit("alias", name, s, cond, info=source)
-        elif isinstance(value, ast.Call) and len(targets) == 1:
+        for source in _held_names(value):
+            for name in names:
+                if name != source:
+                    self.emit("alias", name, s, cond, info=source)
+        if isinstance(value, ast.Call) and len(targets) == 1:
             target = targets[0]
             if isinstance(target, ast.Name) and isinstance(value.func, ast.Name):
                 # `k = Reader()`: if Reader is a notebook class, k's methods read its globals
@@ -734,6 +733,11 @@ class _CellVisitor:
         self.expr(s.iter, cond)
         body = _sub(cond)  # the target is bound whenever the body runs
         self.target(s.target, body, s)
+        # `for df in data:` — each df is an element of data: changing df changes data's.
+        for source in _iterated_names(s.iter):
+            for name in _target_names(s.target):
+                if name != source:
+                    self.emit("alias", name, s, body, info=source)
         self.stmts(s.body, body)
         self.stmts(s.orelse, _sub(cond))
 
@@ -880,6 +884,11 @@ class _CellVisitor:
             method = e.func.attr
             if receiver and (method not in PURE_METHODS or info.inplace):
                 self.emit("mutate", receiver, e, cond, kind="method", info=method)
+            if receiver and method in _CONTAINER_INSERTS:
+                # `rows.append(row)`: the container now holds row's object itself
+                for held in [n for a in e.args for n in _held_names(a)]:
+                    if held != receiver:
+                        self.emit("alias", receiver, e, cond, info=held)
             if method in QUERY_METHODS and info.strings and info.strings[0]:
                 for ref in _QUERY_REF.findall(info.strings[0]):
                     self.emit("string", ref, e, cond, info=method)
@@ -936,6 +945,38 @@ class _CellVisitor:
             )
             return True
         return False
+
+
+_CONTAINER_INSERTS = frozenset({"append", "extend", "insert", "add", "update", "setdefault"})
+_ITERATING = frozenset({"enumerate", "zip", "reversed", "iter", "sorted", "list", "tuple"})
+
+
+def _held_names(value: ast.expr) -> list[str]:
+    """Variables whose objects a value expression holds (not copies of them)."""
+    if isinstance(value, ast.Name | ast.Attribute):
+        root = _root(value)
+        return [root] if root else []
+    if isinstance(value, ast.List | ast.Tuple | ast.Set):
+        return [n for e in value.elts for n in _held_names(e)]
+    if isinstance(value, ast.Dict):
+        return [n for e in value.values for n in _held_names(e)]
+    if isinstance(value, ast.Starred):
+        return _held_names(value.value)
+    return []
+
+
+def _iterated_names(it: ast.expr) -> list[str]:
+    """Containers a ``for`` loop takes its elements from."""
+    if isinstance(it, ast.Name | ast.Attribute | ast.Subscript):
+        root = _root(it)
+        return [root] if root else []
+    if isinstance(it, ast.Call):
+        if isinstance(it.func, ast.Name) and it.func.id in _ITERATING:
+            return [n for a in it.args for n in _iterated_names(a)]
+        if isinstance(it.func, ast.Attribute) and it.func.attr in ("items", "values"):
+            root = _root(it.func.value)
+            return [root] if root else []
+    return _held_names(it)
 
 
 def _immutable_literal(node: ast.expr) -> bool:

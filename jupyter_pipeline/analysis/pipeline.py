@@ -714,13 +714,9 @@ class _Analyzer:
         src = self.current(st, source)
         if src is None or src.kind != "data" or src.immutable or source == target:
             return  # aliasing a module, function or parameter value shares nothing mutable
-        group = self.aliases.get(source)
-        if group is None:
-            group = {source}
-            self.aliases[source] = group
-        self.unalias(target)
-        group.add(target)
-        self.aliases[target] = group
+        group = self.aliases.get(source, {source}) | self.aliases.get(target, {target})
+        for member in group:
+            self.aliases[member] = group
         for member in sorted(group - {target}):
             self._mutate_one(st, member, cell, line, Event("mutate", member, line, cond, "alias"))
 
@@ -796,7 +792,8 @@ class _Analyzer:
                     [name],
                 )
             elif outside.kind == "data" and name not in st.inputs:
-                if not outside.sure:
+                # (an alias group pulling in a maybe-bound loop variable is no user error)
+                if not outside.sure and not (ev is not None and ev.kind == "alias"):
                     self.diag(
                         "conditional-definition",
                         Severity.warning,

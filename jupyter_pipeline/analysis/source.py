@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -68,7 +69,10 @@ def _transform(source: str) -> str:
 
 def _compile(code: str) -> ast.Module:
     try:
-        return compile(code, "<cell>", "exec", flags=_FLAGS, dont_inherit=True)  # type: ignore[no-any-return]
+        # The user's code may warn when compiled (`"\."`); that is theirs to see when it runs.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return compile(code, "<cell>", "exec", flags=_FLAGS, dont_inherit=True)  # type: ignore[no-any-return]
     except SyntaxError as exc:
         raise CellSyntaxError(exc.lineno, exc.msg) from None
     except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting

@@ -210,6 +210,11 @@ def _plan_components(
             display_name=displays[step.name],
             image=_image_for(step, pipeline, nb_image, config, image_override),
         )
+        # The fixed artifact names first, so they are the same in every component.
+        plan.executed_notebook = _identifier("executed_notebook", taken)
+        plan.html = _identifier("executed_notebook_html", taken) if html else None
+        if step.role == "metrics":
+            plan.metrics = _identifier("metrics", taken)
         for p in step.parameters:
             plan.parameters[p] = _identifier(p, taken)
         outs = [*step.outputs, *(STATE_PREFIX + s for s in step.state_outputs)]
@@ -233,10 +238,6 @@ def _plan_components(
                     "produces it; fix the diagnostics reported by `jupyter-pipeline analyze`"
                 )
             plan.kinds[plan.inputs[var]] = kinds.get((producer, var), "Artifact")
-        if step.role == "metrics":
-            plan.metrics = _identifier("metrics", taken)
-        plan.executed_notebook = _identifier("executed_notebook", taken)
-        plan.html = _identifier("executed_notebook_html", taken) if html else None
         if config.packages == "pip":
             plan.packages = [
                 config.project_requirement or project_requirement(),
@@ -438,6 +439,7 @@ def build_pipeline_func(
                     producer = step.input_sources[var]
                 kwargs[arg] = tasks[producer].outputs[plans[producer].outputs[var]]
             task = components[step.name](**kwargs)
+            plan.task = task.name  # the task's key in the DAG, as kfp named it
             task.set_display_name(plan.display_name)
             # Data edges are implied by the artifacts; the other edges (prev:, state, files)
             # are explicit. Nothing else orders tasks, so parallel branches stay parallel.

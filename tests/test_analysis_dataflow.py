@@ -503,10 +503,15 @@ def test_default_argument_keeps_its_definition_time_value():
 # ----------------------------------------------------------------------------- role cells and order
 
 
-def test_step_continuing_below_a_parameters_cell_reads_the_parameter():
+def test_step_continuing_below_a_parameters_cell_resumes_as_a_new_step():
+    # The parameters cell runs in its place: code below it is a step of its own, after a.
     p = run(("x = 1", ["step:a"]), ("m = 4", ["pipeline-parameters"]), "y = m + x")
-    assert [(s.name, s.cells, s.parameters) for s in p.steps] == [("a", [0, 2], ["m"])]
-    assert diags(p) == []
+    assert [(s.name, s.cells, s.parameters) for s in p.steps] == [
+        ("a", [0], []),
+        ("a-2", [2], ["m"]),
+    ]
+    assert p.step("a-2").input_sources == {"x": "a"}
+    assert diags(p, include_info=True) == [("step-split", "info", 2, None)]
 
 
 def test_parameter_read_above_its_cell_is_used_before_definition():
@@ -574,7 +579,6 @@ def test_method_of_a_notebook_class_sees_later_globals():
     assert "Reader" in {n for x in d.definitions for n in x.names}
 
 
-@pytest.mark.xfail(strict=True, reason="cells after a metrics cell continue the step above it")
 def test_metrics_cell_reports_the_value_at_its_place():
     p = run(
         ("acc = 0.5", ["step:a"]),

@@ -379,7 +379,7 @@ def parse_notebook(
     last_step: Span | None = None  # the last ordinary step (prev: targets, continuation)
     pending_markdown: list[int] = []
 
-    def unique(base: str, tag_cell: int) -> str:
+    def unique(base: str, tag_cell: int, resumed_after: str | None = None) -> str:
         name = kfp_name(base)
         if name in used:
             n = used[name] + 1
@@ -387,8 +387,19 @@ def parse_notebook(
                 n += 1
             used[name] = n
             new = f"{name}-{n}"
-            diags.append(
-                Diagnostic(
+            if resumed_after:
+                diag = Diagnostic(
+                    code="step-split",
+                    severity=Severity.info,
+                    cell=tag_cell,
+                    step=new,
+                    message=(
+                        f"these cells continue step {base!r} after the {resumed_after} cell, "
+                        f"which runs in its own place: they form step {new!r}"
+                    ),
+                )
+            else:
+                diag = Diagnostic(
                     code="step-name-reused",
                     severity=Severity.warning,
                     cell=tag_cell,
@@ -399,16 +410,16 @@ def parse_notebook(
                         "if that is not what you meant"
                     ),
                 )
-            )
+            diags.append(diag)
             used[new] = 1
             return new
         used[name] = 1
         return name
 
-    def open_span(display: str, role: Role, cell: int) -> Span:
+    def open_span(display: str, role: Role, cell: int, resumed_after: str | None = None) -> Span:
         nonlocal current, pending_markdown
         if role == "step":
-            name = unique(display, cell)
+            name = unique(display, cell, resumed_after)
         else:
             name = role
         span = Span(name=name, display_name=display, role=role, tag_cell=cell)
@@ -425,6 +436,7 @@ def parse_notebook(
         return span
 
     has_step_tags = any(t.step for t in parsed_tags)
+    resume: tuple[Span | None, str] | None = None  # the step a role cell interrupted
     for cell, tags in zip(cells, parsed_tags, strict=True):
         i = cell.index
         if cell.cell_type != "code":
@@ -456,8 +468,14 @@ def parse_notebook(
                 pending_markdown = []
             span.cells.append(i)
             _apply_settings(span, tags)
-            if tags.role in ("skip", "parameters", "metrics"):
-                current = last_step
+            if tags.role == "skip":
+                current = last_step  # a skipped cell does not run: the step goes on around it
+            elif tags.role in ("parameters", "metrics"):
+                # These run in their own place in the notebook: a step continuing below them
+                # would run its later cells before them. Untagged code after them resumes the
+                # step as a new one.
+                current = None
+                resume = (last_step, tags.role)
             continue
         new_step: str | None = None
         if split == "cells":
@@ -470,7 +488,9 @@ def parse_notebook(
             and last_step is not None
             and kfp_name(new_step) == kfp_name(last_step.display_name)
         )
-        if same_as_last:
+        resume_pending = resume
+        resume = None
+        if same_as_last and current is last_step:
             current = last_step  # the step tagged again on a following cell: still one step
         elif new_step is not None:
             last_step = open_span(new_step, "step", i)
@@ -479,7 +499,10 @@ def parse_notebook(
             # Kale: untagged cells continue an imports/functions block, in tagged notebooks.
             and not (current.role in ("imports", "functions") and split == "tags" and has_step_tags)
         ):
-            if last_step is None:
+            if current is None and resume_pending is not None and resume_pending[0] is not None:
+                what = "pipeline-metrics" if resume_pending[1] == "metrics" else "parameters"
+                last_step = open_span(resume_pending[0].display_name, "step", i, resumed_after=what)
+            elif last_step is None:
                 base = "main" if not has_step_tags and split == "tags" else "preamble"
                 last_step = open_span(base, "step", i)
             current = last_step

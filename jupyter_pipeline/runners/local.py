@@ -78,6 +78,7 @@ class _Node:
     step_nb: dict[str, Any]
     dir: Path
     phase: str = _WAITING
+    rank: int = 1  # steps on the longest chain from here to the end (critical path first)
     state: RunState = RunState.queued
     attempts: int = 0
     kernel_pid: int | None = None
@@ -386,6 +387,11 @@ class _Execution:
                 if src in names and src not in deps and src != step.name:
                     deps.append(src)  # a data source is always a dependency, tagged or not
             self.nodes[step.name] = _Node(step=step, index=i, deps=deps, step_nb=nb, dir=d)
+        # Longest remaining chain, computed from the end (steps come in notebook order, and
+        # a step only depends on earlier ones).
+        for node in reversed(list(self.nodes.values())):
+            for dep in node.deps:
+                self.nodes[dep].rank = max(self.nodes[dep].rank, node.rank + 1)
 
     # ------------------------------------------------------------------ helpers
 
@@ -489,8 +495,8 @@ class _Execution:
             for n in self.nodes.values()
             if n.phase in (_WAITING, _WARMING) and self.deps_state(n) == "ok"
         ]
-        # Warm ones first (their kernel is up), then pipeline order.
-        ready.sort(key=lambda n: (n.phase != _WARMING, n.index))
+        # Warm ones first (their kernel is up), then the longest chain ahead, then notebook order.
+        ready.sort(key=lambda n: (n.phase != _WARMING, -n.rank, n.index))
         for node in ready:
             if executing >= self.runner.max_parallel:
                 break
@@ -502,7 +508,7 @@ class _Execution:
                 self.launch(node, warm=False)
         if not self.runner.prewarm:
             return
-        for node in self.nodes.values():
+        for node in sorted(self.nodes.values(), key=lambda n: (-n.rank, n.index)):
             if warming >= self.runner.prewarm_limit:
                 break
             if node.phase != _WAITING or node.warm_failed:

@@ -149,6 +149,8 @@ def _analyze(args: argparse.Namespace) -> Pipeline:
 
     pipeline = analyze_notebook(args.notebook, split=args.split)
     for d in pipeline.diagnostics:
+        if d.severity.value == "info":
+            continue  # `jupyter-pipeline analyze` shows those; a run shows what needs action
         where = (
             f"cell {d.cell}" + (f", line {d.line}" if d.line else "") if d.cell is not None else ""
         )

@@ -269,11 +269,7 @@ def _print_failures(run: Run, notebook: str | Path) -> None:
     for s in run.steps:
         if s.state.value != "failed":
             continue
-        error = s.error or "failed"
-        if not error.startswith(f"step {s.step}"):
-            where = f" in cell {s.error_cell}" if s.error_cell is not None else ""
-            error = f"step {s.step} failed{where}: {error}"
-        print(f"\n{error}", file=sys.stderr)
+        print(f"\n{_error_line(s)}", file=sys.stderr)
         if nb is not None and s.error_cell is not None and s.error_cell < len(nb.cells):
             src = nb.cells[s.error_cell].source.splitlines()
             shown = src[:15] + ([f"... ({len(src) - 15} more lines)"] if len(src) > 15 else [])
@@ -283,6 +279,15 @@ def _print_failures(run: Run, notebook: str | Path) -> None:
             print(f"  executed notebook: {s.executed_notebook}", file=sys.stderr)
         if s.log_path:
             print(f"  log: {s.log_path}", file=sys.stderr)
+
+
+def _error_line(s: StepRun) -> str:
+    """``step NAME failed in cell N: error`` (the runtime's messages already read so)."""
+    error = s.error or "failed"
+    if error.startswith(f"step {s.step}"):
+        return error
+    where = f" in cell {s.error_cell}" if s.error_cell is not None else ""
+    return f"step {s.step} failed{where}: {error}"
 
 
 def _exit_code(run: Run) -> int:
@@ -397,8 +402,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         start = f"+{s.started - t0:.1f}s" if s.started is not None else ""
         detail = s.executed_notebook or ""
         if s.error and s.state.value != "succeeded":
-            cell = f"cell {s.error_cell}: " if s.error_cell is not None else ""
-            detail = f"{cell}{s.error}" + (f"\n{detail}" if detail else "")
+            error = _error_line(s) if s.state.value == "failed" else s.error
+            detail = error + (f"\n{detail}" if detail else "")
         table.add_row(
             s.step,
             f"[{_COLORS[s.state.value]}]{s.state.value}[/]",

@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("notebook", help="the .ipynb to run (never modified)")
     _run_options(p)
     p.add_argument("-o", "--output", help="write the merged executed notebook here")
+    p.add_argument("--html", action="store_true", help="also export each step's notebook to HTML")
     p.add_argument("--json", action="store_true", help="print the finished run as JSON")
     p.add_argument("--store", help=store_help)
     p.set_defaults(handler=cmd_run)
@@ -316,6 +317,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_parallel=args.max_parallel,
         cache=not args.no_cache,
         prewarm=not args.no_prewarm,
+        html=args.html,
     )
     with _Progress(pipeline, enabled=not args.json) as progress:
         run = runner.run(

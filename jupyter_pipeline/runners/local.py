@@ -544,6 +544,9 @@ class _Execution:
         if node.phase == _WARMING:
             self.abort(node, "cached")
         now = time.time()
+        if self.started is None:
+            self.started = now
+            self.store.update_run(self.run_id, started=now)
         node.saved = {v.name: v for v in entry.outputs}
         executed = log = None
         if entry.executed_notebook is not None:

@@ -25,6 +25,7 @@ Usage::
     python bench/fidelity.py                       # all corpus notebooks
     python bench/fidelity.py tests/data/corpus/kale__iris.ipynb --runs 3 --keep /tmp/fid
     python bench/fidelity.py --json results.json   # machine-readable results too
+    python bench/fidelity.py --keep /tmp/fid --reuse  # re-compare without running again
 """
 
 from __future__ import annotations
@@ -213,7 +214,11 @@ def straight_run(nb_path: Path, out: Path, kernel: str) -> float:
 
 
 def measure(
-    nb_path: Path, runs: int = 3, work: Path | None = None, max_parallel: int | None = None
+    nb_path: Path,
+    runs: int = 3,
+    work: Path | None = None,
+    max_parallel: int | None = None,
+    reuse: bool = False,
 ) -> NotebookResult:
     """Measure the fidelity of one notebook (see the module docstring).
 
@@ -222,6 +227,8 @@ def measure(
         runs: Straight runs used to find the stable cells.
         work: Folder for executed notebooks and the run store (default: a temporary one).
         max_parallel: Steps at once in the pipeline run (default: CPU count).
+        reuse: Compare the executed notebooks an earlier measure left in ``work`` instead
+            of running again.
     """
     import nbformat
     import papermill
@@ -242,26 +249,38 @@ def measure(
     step_of = {c: s.name for s in pipeline.steps for c in s.cells}
 
     straight: list[Any] = []
-    for k in range(runs):
-        out = work / f"straight-{k}.ipynb"
-        try:
-            result.straight_seconds.append(straight_run(nb_path, out, pipeline.kernel_name))
-        except papermill.PapermillExecutionError as exc:
-            result.straight_error = f"cell {exc.cell_index}: {exc.ename}: {exc.evalue}"
-            return result
-        straight.append(nbformat.read(str(out), as_version=4))
-
     merged_path = work / "pipeline.ipynb"
-    start = time.perf_counter()
-    with RunStore(work / "store" / "runs.db") as store:
-        run = LocalRunner(store, max_parallel=max_parallel, cache=False).run(
-            pipeline, nb_path, parameters={}, output=merged_path
-        )
-    result.pipeline_seconds = time.perf_counter() - start
-    result.run_state = run.state.value
-    failed = [s for s in run.steps if s.error]
-    if failed:
-        result.run_error = "; ".join(f"{s.step}: {s.error}" for s in failed)
+    timings = work / "timings.json"
+    if reuse and timings.exists():
+        # Re-compare the notebooks executed by an earlier measure (same work folder).
+        saved = json.loads(timings.read_text())
+        for key in ("straight_seconds", "pipeline_seconds", "run_state", "run_error"):
+            setattr(result, key, saved[key])
+        straight = [
+            nbformat.read(str(work / f"straight-{k}.ipynb"), as_version=4)
+            for k in range(len(result.straight_seconds))
+        ]
+    else:
+        for k in range(runs):
+            out = work / f"straight-{k}.ipynb"
+            try:
+                result.straight_seconds.append(straight_run(nb_path, out, pipeline.kernel_name))
+            except papermill.PapermillExecutionError as exc:
+                result.straight_error = f"cell {exc.cell_index}: {exc.ename}: {exc.evalue}"
+                return result
+            straight.append(nbformat.read(str(out), as_version=4))
+        start = time.perf_counter()
+        with RunStore(work / "store" / "runs.db") as store:
+            run = LocalRunner(store, max_parallel=max_parallel, cache=False).run(
+                pipeline, nb_path, parameters={}, output=merged_path
+            )
+        result.pipeline_seconds = time.perf_counter() - start
+        result.run_state = run.state.value
+        failed = [s for s in run.steps if s.error]
+        if failed:
+            result.run_error = "; ".join(f"{s.step}: {s.error}" for s in failed)
+        keys = ("straight_seconds", "pipeline_seconds", "run_state", "run_error")
+        timings.write_text(json.dumps({k: getattr(result, k) for k in keys}))
     merged = nbformat.read(str(merged_path), as_version=4)
 
     for i in code:
@@ -273,7 +292,10 @@ def measure(
         ref = [cell_outputs(nb.cells[i]) for nb in straight]
         text = text_expectation([r["text"] for r in ref])
         images_stable = all(r["images"] == ref[0]["images"] for r in ref)
-        cr = CellResult(cell=i, step=step_of[i], stable=text is not None or images_stable)
+        has_images = bool(ref[0]["images"])
+        cr = CellResult(
+            cell=i, step=step_of[i], stable=text is not None or (images_stable and has_images)
+        )
         if not cr.stable:
             result.unstable.append(i)
             continue
@@ -281,7 +303,7 @@ def measure(
             result.text_unstable.append(i)
         elif any(masked for _, masked in text):
             result.masked_lines[i] = sum(masked for _, masked in text)
-        if not images_stable:
+        if has_images and not images_stable:
             result.images_unstable.append(i)
         got = cell_outputs(merged.cells[i])
         text_ok = text is None or text_matches(text, got["text"])
@@ -343,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-parallel", type=int, default=None)
     parser.add_argument("--keep", type=Path, help="keep executed notebooks under this folder")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument(
+        "--reuse", action="store_true", help="re-compare what an earlier --keep run executed"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     notebooks = args.notebooks or sorted(CORPUS.glob("*.ipynb"))
@@ -350,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     total = time.perf_counter()
     for nb in notebooks:
-        r = measure(nb, runs=args.runs, work=work, max_parallel=args.max_parallel)
+        r = measure(nb, args.runs, work, args.max_parallel, reuse=args.reuse)
         results.append(r)
         print(report(r), flush=True)
     ok = sum(r.reproduced for r in results)

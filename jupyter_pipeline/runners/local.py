@@ -513,8 +513,9 @@ class _Execution:
                 break
             if node.phase != _WAITING or node.warm_failed:
                 continue
-            # Pipeline order, and only steps whose dependencies are all under way (warming
-            # included, so a chain warms several steps ahead): the soonest needed first.
+            # Critical path first, and only steps whose dependencies are all under way
+            # (warming included, so a chain warms several steps ahead), or ready steps that
+            # wait for a slot.
             if all(self.nodes[d].phase != _WAITING for d in node.deps) and (
                 self.deps_state(node) != "bad"
             ):

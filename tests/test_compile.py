@@ -488,21 +488,23 @@ def test_cli_compile_writes_yaml_and_prints_diagnostics(tmp_path):
     assert "image: reg/x:1" in text and "system.HTML" not in text
 
 
-def test_cli_compile_errors_stop_with_exit_2(tmp_path):
+def test_cli_compile_errors_stop_with_exit_2(tmp_path, capsys, monkeypatch):
+    from jupyter_pipeline.cli import main
+
+    monkeypatch.chdir(tmp_path)
     nb_path = tmp_path / "bad.ipynb"
     nbformat.write(make_nb(("x = 1", ["step:a"]), ("print(yy)", ["step:b"])), nb_path)
-    proc = _cli("compile", str(nb_path), cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "undefined-name" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert main(["compile", str(nb_path)]) == 2
+    err = capsys.readouterr().err
+    assert "undefined-name" in err and "Traceback" not in err
     assert not (tmp_path / "bad.yaml").exists()
-    proc = _cli("compile", str(tmp_path / "missing.ipynb"))
-    assert proc.returncode == 2 and "no such file" in proc.stderr
+    assert main(["compile", str(tmp_path / "missing.ipynb")]) == 2
+    assert "no such file" in capsys.readouterr().err
     good = tmp_path / "good.ipynb"
     nbformat.write(make_nb(("x = 1", ["step:a", "limit:disk:1Gi"])), good)
-    proc = _cli("compile", str(good), cwd=tmp_path)
-    assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "limit:disk:1Gi" in proc.stderr
+    assert main(["compile", str(good)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "limit:disk:1Gi" in err
 
 
 def test_analyze_does_not_import_kfp():

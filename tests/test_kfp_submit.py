@@ -276,19 +276,29 @@ def test_cli_submit_watch_and_schedule(tmp_path):
         assert rec["trigger"]["cron_schedule"]["cron"] == "0 15 2 * * *"
 
 
-def test_cli_submit_failures_exit_2_with_one_line(tmp_path):
+def test_cli_submit_failures_exit_2_with_one_line(tmp_path, capsys, monkeypatch):
+    from jupyter_pipeline.cli import main
+
+    for name in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_TOKEN", "JUPYTER_PIPELINE_KFP_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
     db = str(tmp_path / "runs.db")
-    proc = cli("submit", str(NB), "--host", f"http://127.0.0.1:{free_port()}", "--store", db)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "cannot reach KFP" in proc.stderr
+
+    def run(*args):
+        capsys.readouterr()
+        code = main(["submit", str(NB), "--store", db, *args])
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        return code, err
+
+    code, err = run("--host", f"http://127.0.0.1:{free_port()}")
+    assert code == 2 and "cannot reach KFP" in err
     with KfpStandIn(token="tok") as cluster:
-        proc = cli("submit", str(NB), "--host", cluster.url, "--token", "bad", "--store", db)
-        assert proc.returncode == 2 and "rejected the credentials" in proc.stderr
-        assert "Traceback" not in proc.stderr
-        proc = cli("submit", str(NB), "--host", cluster.url, "-p", "zz=1", "--store", db)
-        assert proc.returncode == 2 and "unknown parameter 'zz'" in proc.stderr
+        code, err = run("--host", cluster.url, "--token", "bad")
+        assert code == 2 and "rejected the credentials" in err
+        code, err = run("--host", cluster.url, "-p", "zz=1")
+        assert code == 2 and "unknown parameter 'zz'" in err
     with KfpStandIn(v1_only=True, version="1.8.5") as cluster:
-        proc = cli("submit", str(NB), "--host", cluster.url, "--store", db)
-        assert proc.returncode == 2 and "only the v1 API" in proc.stderr
-    proc = cli("submit", str(NB), "--store", db)
-    assert proc.returncode == 2 and "no KFP host" in proc.stderr
+        code, err = run("--host", cluster.url)
+        assert code == 2 and "only the v1 API" in err
+    code, err = run()
+    assert code == 2 and "no KFP host" in err

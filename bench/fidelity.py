@@ -5,7 +5,7 @@ For each corpus notebook (default: every ``tests/data/corpus/*.ipynb``):
 1. analyze it with ``split="cells"`` — every code cell its own step, role-tagged cells keep
    their role;
 2. run it straight through with papermill ``--runs`` times (default 3; cwd = the notebook's
-   folder) and keep the code cells whose comparable outputs are identical in every run;
+   folder) to learn which outputs are stable;
 3. run it as a pipeline with :class:`~jupyter_pipeline.runners.local.LocalRunner` (no cache)
    and merge the steps' outputs back into the cells;
 4. compare every stable cell: text outputs (stdout, results, errors) and image data
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
 import json
 import os
 import re
@@ -78,9 +79,9 @@ def cell_outputs(cell: dict[str, Any]) -> dict[str, list[str]]:
     """
     from jupyter_pipeline.runners.verify import text_outputs
 
-    text = [normalize(t) for t in text_outputs(cell, stderr=False, images=False)]
-    with_err = [normalize(t) for t in text_outputs(cell, stderr=True, images=False)]
-    stderr = [t for t in with_err if t.startswith("[stderr]")]
+    outputs = [normalize(t) for t in text_outputs(cell, stderr=True, images=False)]
+    text = [t for t in outputs if not t.startswith("[stderr]")]
+    stderr = [t for t in outputs if t.startswith("[stderr]")]
     images = []
     for o in cell.get("outputs", []):
         data = o.get("data") or {}
@@ -191,10 +192,12 @@ def short_diff(expected: list[str], actual: list[str], limit: int = 12) -> str:
 
 
 def _image_summary(images: list[str]) -> list[str]:
-    import hashlib
-
-    return [f"{i.split(':', 1)[0]} sha256={hashlib.sha256(i.encode()).hexdigest()[:12]}"
-            for i in images]  # fmt: skip
+    """One short line per image for diffs: its MIME type and a digest of its data."""
+    out = []
+    for image in images:
+        digest = hashlib.sha256(image.encode()).hexdigest()[:12]
+        out.append(f"{image.split(':', 1)[0]} sha256={digest}")
+    return out
 
 
 def straight_run(nb_path: Path, out: Path, kernel: str) -> float:

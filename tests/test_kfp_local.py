@@ -122,7 +122,11 @@ def _local_snapshot(pipeline, path, store) -> dict:
         for var, location in s.outputs.items():
             snap[("value", s.step, var)] = location
         if s.step in metrics:
-            snap[("metrics", s.step)] = {k: float(v) for k, v in metrics[s.step].items()}
+            snap[("metrics", s.step)] = {
+                # KFP metrics are floats; other values travel as metadata unchanged.
+                k: float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+                for k, v in metrics[s.step].items()
+            }
         for cell, texts in _text_outputs(s.executed_notebook).items():
             snap[("text", s.step, cell)] = texts
     return snap

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=1, help="best of N per measurement")
     parser.add_argument("--only", default="a,b,c,d,f", help="comma-separated subset")
-    parser.add_argument("--work", type=int, default=6_000_000, help="loop size of one step")
+    parser.add_argument("--work", type=int, default=20_000_000, help="loop size of one step (~2 s)")
     parser.add_argument("--notebook", type=Path, default=SKLEARN_NB, help="notebook for (f)")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))

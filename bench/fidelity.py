@@ -14,9 +14,10 @@ For each corpus notebook (default: every ``tests/data/corpus/*.ipynb``):
 Normalized before comparing, because they differ between *any* two runs: execution counts
 (never compared), memory addresses in reprs (``at 0x7f…``) and the numbers of IPython's
 timing lines (``CPU times: …``, ``Wall time: …``, ``%timeit`` results). Beyond that, the
-straight runs decide: a line that differs between them only in its numbers (a hand-made
-``fit done in 0.002s``, an unseeded draw) is compared with its numbers masked; a cell whose
-text differs in any other way is not compared (nor are images that differ between them).
+straight runs decide: numbers that differ between them (a hand-made ``fit done in 0.002s``,
+an unseeded draw) are masked, the rest of their line still compared (and that cell's
+spacing loosened: a varying number re-aligns a table); a cell whose text differs in any
+other way is not compared (nor are images that differ between them).
 Every mask is reported. stderr (warnings) is compared too, but reported apart: a warning
 shown once per process legitimately appears again in a fresh kernel.
 
@@ -92,46 +93,82 @@ def cell_outputs(cell: dict[str, Any]) -> dict[str, list[str]]:
     return {"text": text, "stderr": stderr, "images": images}
 
 
-_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+_NUMBER = re.compile(r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)")
+_SPACES = re.compile(r"[ \t]+")
 
 
 def _lines(text: list[str]) -> list[str]:
     return "\n".join(text).split("\n")
 
 
-def text_expectation(runs: list[list[str]]) -> list[tuple[str, bool]] | None:
+def _tokens(line: str) -> list[str]:
+    """Text and numbers alternately (text first), runs of spaces collapsed in the text."""
+    parts = _NUMBER.split(line)
+    return [p if k % 2 else _SPACES.sub(" ", p) for k, p in enumerate(parts)]
+
+
+Expected = list[str | list[str | None]]  # per line: exact text, or tokens (None = any number)
+
+
+def text_expectation(runs: list[list[str]]) -> Expected | None:
     """What a cell's text must be, learned from its straight runs.
 
-    Lines equal in every run must match exactly. A line that differs between the runs
-    *only in its numbers* (``fit done in 0.002s``, an unseeded draw) must match with its
-    numbers masked — the straight runs themselves show those numbers are not reproducible.
-    Anything else that differs makes the text not comparable.
+    Lines equal in every run must match exactly. In a line that differs between the runs
+    *only in some of its numbers* (``fit done in 0.002s``, an unseeded draw) those numbers
+    may be anything — the straight runs themselves show they are not reproducible; the
+    rest of the line must match, and the other lines of such a cell are compared with runs
+    of spaces collapsed, since a varying number can re-align a printed table. Anything else
+    that differs makes the text not comparable.
 
     Returns:
-        ``(line, masked)`` pairs (the masked form when ``masked``), or None.
+        Per line, the exact text or its tokens with None for a varying number; or None.
     """
     split = [_lines(r) for r in runs]
     if any(len(x) != len(split[0]) for x in split):
         return None
-    out = []
+    out: Expected = []
     for variants in zip(*split, strict=True):
         if all(v == variants[0] for v in variants):
-            out.append((variants[0], False))
+            out.append(variants[0])
             continue
-        masked = {_NUMBER.sub("#", v) for v in variants}
-        if len(masked) != 1:
+        tokens = [_tokens(v) for v in variants]
+        if any(len(t) != len(tokens[0]) for t in tokens):
             return None
-        out.append((masked.pop(), True))
+        line: list[str | None] = []
+        for k, column in enumerate(zip(*tokens, strict=True)):
+            if all(c == column[0] for c in column):
+                line.append(column[0])
+            elif k % 2:  # a number that varies
+                line.append(None)
+            else:
+                return None
+        out.append(line)
+    if any(isinstance(x, list) for x in out):
+        out = [x if isinstance(x, list) else _tokens(x) for x in out]
     return out
 
 
-def text_matches(expected: list[tuple[str, bool]], text: list[str]) -> bool:
+def masked_numbers(expected: Expected) -> int:
+    """How many numbers :func:`text_expectation` leaves free."""
+    return sum(x.count(None) for x in expected if isinstance(x, list))
+
+
+def text_matches(expected: Expected, text: list[str]) -> bool:
     """Whether a cell's text outputs meet :func:`text_expectation`."""
     lines = _lines(text)
-    return len(lines) == len(expected) and all(
-        (_NUMBER.sub("#", got) if masked else got) == want
-        for (want, masked), got in zip(expected, lines, strict=True)
-    )
+    if len(lines) != len(expected):
+        return False
+    for want, got in zip(expected, lines, strict=True):
+        if isinstance(want, str):
+            if got != want:
+                return False
+            continue
+        tokens = _tokens(got)
+        if len(tokens) != len(want) or any(
+            w is not None and w != t for w, t in zip(want, tokens, strict=True)
+        ):
+            return False
+    return True
 
 
 @dataclass
@@ -159,7 +196,7 @@ class NotebookResult:
     not_run: list[int] = field(default_factory=list)
     text_unstable: list[int] = field(default_factory=list)
     images_unstable: list[int] = field(default_factory=list)
-    masked_lines: dict[int, int] = field(default_factory=dict)
+    masked_numbers: dict[int, int] = field(default_factory=dict)
     stderr_differs: list[int] = field(default_factory=list)
     straight_seconds: list[float] = field(default_factory=list)
     pipeline_seconds: float = 0.0
@@ -304,8 +341,8 @@ def measure(
             continue
         if text is None:
             result.text_unstable.append(i)
-        elif any(masked for _, masked in text):
-            result.masked_lines[i] = sum(masked for _, masked in text)
+        elif masked_numbers(text):
+            result.masked_numbers[i] = masked_numbers(text)
         if has_images and not images_stable:
             result.images_unstable.append(i)
         got = cell_outputs(merged.cells[i])
@@ -348,8 +385,8 @@ def report(r: NotebookResult) -> str:
         lines.append(f"  text unstable, images compared: cells {r.text_unstable}")
     if r.images_unstable:
         lines.append(f"  images unstable, text compared: cells {r.images_unstable}")
-    if r.masked_lines:
-        lines.append(f"  numbers masked (they vary between straight runs): {r.masked_lines}")
+    if r.masked_numbers:
+        lines.append(f"  numbers masked (they vary between straight runs): {r.masked_numbers}")
     if r.stderr_differs:
         lines.append(f"  stderr differs (not counted): cells {r.stderr_differs}")
     if r.differing:

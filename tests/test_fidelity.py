@@ -96,6 +96,17 @@ def test_masks_come_from_the_straight_runs() -> None:
     assert not fidelity.text_matches(want, ["[stdout] fit done in 0.5s\nr2 0.481\n"])
     assert not fidelity.text_matches(want, ["[stdout] fit took 0.5s\nr2 0.480\n"])
     assert not fidelity.text_matches(want, ["[stdout] fit done in 0.5s\n"])
+    # A varying number may re-align a table: spacing is loosened in that cell, text is not.
+    table = fidelity.text_expectation(
+        [["[result]    a  b\n0   5  1"], ["[result]    a  b\n0   7  1"]]
+    )
+    assert table is not None
+    assert fidelity.text_matches(table, ["[result]     a  b\n0   15  1"])
+    assert not fidelity.text_matches(table, ["[result]     a  c\n0   15  1"])
+    assert not fidelity.text_matches(table, ["[result]     a  b\n0   15  2"])
+    # A cell whose numbers never varied is compared exactly, spaces included.
+    exact = fidelity.text_expectation([["[stdout] a  1"], ["[stdout] a  1"]])
+    assert exact is not None and not fidelity.text_matches(exact, ["[stdout] a 1"])
     # Text that differs beyond numbers between straight runs cannot be compared at all.
     assert fidelity.text_expectation([["[stdout] a"], ["[stdout] b"]]) is None
     assert fidelity.text_expectation([["[stdout] a"], ["[stdout] a\nb"]]) is None

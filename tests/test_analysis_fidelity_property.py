@@ -42,7 +42,8 @@ _SETTINGS = settings(
 # Cases the pipeline still gets wrong, generated only with JP_FIDELITY_GAPS=1: a function
 # redefined under a condition while an imports/functions cell defines the same name (the
 # consumer resolves the loaded function by name to its own replayed one), and random draws in
-# the untagged cells Kale adds to an imports/functions block (replayed unseeded per step).
+# the untagged cells Kale adds to an imports/functions block (replayed unseeded per step), and
+# a numpy view (`view = arr[1:3]`) not travelling with its base when a later step writes it.
 KNOWN_GAPS = os.environ.get("JP_FIDELITY_GAPS") == "1"
 
 LISTS = ["x", "y", "z"]
@@ -90,7 +91,14 @@ class _Gen:
         if "cap" in self.names:
             options += ["print_cap"]
         if self.lists:
-            options += ["cond_def", "try_def", "class_reads_global"]
+            options += ["cond_def", "try_def", "class_reads_global", "alias", "nest"]
+            if "d" in self.names:
+                options += ["dict_hold"]
+        options += ["np_new"] if "arr" not in self.names else ["np_write", "np_print"]
+        if "arr" in self.names and KNOWN_GAPS:
+            options += ["np_view"]
+        if "arr" in self.names and self.seeded:
+            options += ["np_draw"]
         if "k" in self.names and self.names_need.get("k", set()) <= self.lists:
             options += ["method_call"]
         kind = r.choice(options)
@@ -143,6 +151,28 @@ class _Gen:
         if kind == "shell_out":
             self._bind_list(v)
             return f"{v} = !echo {k}"
+        if kind == "alias":
+            self._bind_list(v)
+            return f"{v} = {L}"
+        if kind == "nest":
+            self._bind_list(v)
+            return f"{v} = [{L}, {L}]" if v != L else f"{v} = [{L}]"
+        if kind == "dict_hold":
+            return f"d['held'] = {L}"
+        if kind == "np_new":
+            self.names.add("arr")
+            return "import numpy as np\narr = np.arange(4)"
+        if kind == "np_view":
+            self.names.add("view")
+            return "view = arr[1:3]"
+        if kind == "np_write":
+            return (
+                f"arr[1] = {k}" if "view" not in self.names or r.randrange(2) else f"view[0] = {k}"
+            )
+        if kind == "np_print":
+            return "print(arr)" if "view" not in self.names or r.randrange(2) else "print(view)"
+        if kind == "np_draw":
+            return "arr = arr + np.random.randint(0, 100, size=4)"
         if kind == "swap":
             a, b = r.sample(sorted(self.lists), 2)
             return f"{a}, {b} = {b}, {a}"
@@ -244,7 +274,8 @@ def build(seed: int, n: int, split: str = "tags"):
     gen = _Gen(r)
     cells = [v4.new_code_cell("import random", metadata={"tags": ["imports"]})]
     if r.randrange(2):
-        cells.append(v4.new_code_cell("random.seed(3)", metadata={"tags": ["step:seed"]}))
+        seed_code = "random.seed(3)\nimport numpy as np\nnp.random.seed(3)"
+        cells.append(v4.new_code_cell(seed_code, metadata={"tags": ["step:seed"]}))
         gen.seeded = True
     if r.randrange(3) == 0:
         cells.append(v4.new_code_cell("m = 4", metadata={"tags": ["pipeline-parameters"]}))

@@ -8,7 +8,7 @@ replayed definitions, and its inputs and RNG states, saved and loaded by the run
 warning), every cell must print the same text.
 
 Notebooks are cut by step tags, one step per cell, or by markdown headings.
-``HYPOTHESIS_PROFILE=ci`` runs 1,000 examples, the default 150.
+``HYPOTHESIS_PROFILE=ci`` runs 800 examples, the default 150.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from jupyter_pipeline.runtime.kernel import STATE_PREFIX, load_inputs, save_outp
 from jupyter_pipeline.runtime.serializers import value_dirname
 
 # Explicit settings (not a second registration of the shared profiles, which would override
-# test_analysis_property's): 1,000 examples under HYPOTHESIS_PROFILE=ci, 150 otherwise.
+# test_analysis_property's): 800 examples under HYPOTHESIS_PROFILE=ci, 150 otherwise.
 _SETTINGS = settings(
-    max_examples=1000 if os.environ.get("HYPOTHESIS_PROFILE") == "ci" else 150,
+    max_examples=800 if os.environ.get("HYPOTHESIS_PROFILE") == "ci" else 150,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

@@ -101,6 +101,11 @@ def test_bad_parameters_exit_2(tmp_path, capsys):
     assert "parameter n is int" in capsys.readouterr().err
     assert main(["run", str(nb), "-p", "oops", "--store", store]) == 2
     assert main(["show", "ffffffff", "--store", store]) == 2
+    other = nbformat.read(str(nb), as_version=4)
+    other.metadata["kernelspec"] = {"name": "no-such-kernel", "display_name": "Nope"}
+    nbformat.write(other, str(tmp_path / "other.ipynb"))
+    assert main(["run", str(tmp_path / "other.ipynb"), "--store", store]) == 2
+    assert "kernel 'no-such-kernel' is not installed" in capsys.readouterr().err
     assert RunStore(store).list_runs() == []  # nothing ran
 
 

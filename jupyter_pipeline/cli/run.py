@@ -177,6 +177,19 @@ def _duration(s: StepRun | Run) -> str:
     return f"{end - s.started:.1f}s"
 
 
+def _check_kernel(pipeline: Pipeline, notebook: str) -> None:
+    """Stop early (exit 2) if the notebook's kernel is not installed here."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    specs = KernelSpecManager().find_kernel_specs()
+    if pipeline.kernel_name not in specs:
+        raise UsageError(
+            f"{notebook}: its kernel {pipeline.kernel_name!r} is not installed here "
+            f"(installed: {', '.join(sorted(specs)) or 'none'}); install it or change the "
+            "notebook's kernel"
+        )
+
+
 def _resolve_params(pipeline: Pipeline, args: argparse.Namespace) -> dict[str, Any]:
     from jupyter_pipeline.runners.base import ParameterError, resolve_parameters
 
@@ -305,6 +318,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except _Exit as e:
         return e.code
     overrides = _resolve_params(pipeline, args)
+    _check_kernel(pipeline, args.notebook)
     if args.max_parallel is not None and args.max_parallel < 1:
         raise UsageError("--max-parallel must be at least 1")
     if args.output and Path(args.output).absolute() == Path(args.notebook).absolute():
@@ -493,6 +507,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except _Exit as e:
         return e.code
     overrides = _resolve_params(pipeline, args)
+    _check_kernel(pipeline, args.notebook)
     nb_path = Path(args.notebook).absolute()
     with tempfile.TemporaryDirectory(prefix="jp-verify-") as tmp:
         out_dir = Path(args.keep) if args.keep else Path(tmp)

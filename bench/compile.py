@@ -107,7 +107,7 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(
         f"{'notebook':30} {'steps':>5} {'analyze':>8} {'compile':>8} {'CLI wall':>9} "
-        f"{'CLI cpu':>8} {'vs goal':>7} {'no-rfc3987 wall/cpu':>20}"
+        f"{'CLI cpu':>8} {'vs goal':>7}"
     )
     worst = worst_cpu = 0.0
     for nb_path in notebooks:

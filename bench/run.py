@@ -107,6 +107,17 @@ def best(repeat: int, fn: Callable[[], object]) -> float:
     return min(times)
 
 
+def paired(repeat: int, *fns: Callable[[], object]) -> list[float]:
+    """Best of ``repeat`` for each function, taking turns, so load changes hit all alike."""
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeat):
+        for k, fn in enumerate(fns):
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return [min(t) for t in times]
+
+
 def straight(nb: Path, out_dir: Path) -> None:
     import papermill
 
@@ -150,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="jp-bench-run-"))
     pipe = Pipe(tmp)
     rows: list[tuple[str, str, str, bool]] = []
-    print(f"cpus: {os.cpu_count()}  python: {sys.version.split()[0]}  scratch: {tmp}")
+    print(
+        f"cpus: {os.cpu_count()}  python: {sys.version.split()[0]}  scratch: {tmp}  "
+        f"load average: {os.getloadavg()[0]:.1f} (other work skews every ratio; rerun idle)"
+    )
 
     # Warm-up: imports of papermill, nbclient, the analysis, the runtime in this process.
     warm = trivial_chain(tmp / "warm.ipynb", steps=2)
@@ -159,8 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if "a" in only:
         nb = compute_chain(tmp / "compute.ipynb", args.work)
-        t_straight = best(args.repeat, lambda: straight(nb, tmp))
-        t_pipe = best(args.repeat, lambda: pipe.run(nb))
+        t_straight, t_pipe = paired(args.repeat, lambda: straight(nb, tmp), lambda: pipe.run(nb))
         ratio = t_pipe / t_straight
         rows.append(
             (
@@ -175,12 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     if "b" in only or "d" in only:
         nb = trivial_chain(tmp / "trivial.ipynb")
         if "b" in only:
-            t_straight = best(args.repeat, lambda: straight(nb, tmp))
-            t_pipe = best(args.repeat, lambda: pipe.run(nb))
             # One kernel start as papermill pays it: a straight run of a one-cell notebook.
             one = _write(tmp / "one.ipynb", [_cell("x = 0")])
-            t_kernel = best(args.repeat, lambda: straight(one, tmp))
-            t_cold = best(args.repeat, lambda: pipe.run(nb, prewarm=False))
+            t_straight, t_pipe, t_kernel, t_cold = paired(
+                args.repeat,
+                lambda: straight(nb, tmp),
+                lambda: pipe.run(nb),
+                lambda: straight(one, tmp),
+                lambda: pipe.run(nb, prewarm=False),
+            )
             per_step = (t_pipe - t_straight) / 10
             beyond = (t_cold - 10 * t_kernel) / 10
             rows.append(
@@ -225,8 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     if "c" in only:
         # Branches long against a kernel start (~1 s), as pipelines worth parallelizing are.
         nb = branches(tmp / "branches.ipynb", args.work * 4)
-        t_seq = best(args.repeat, lambda: pipe.run(nb, max_parallel=1))
-        t_par = best(args.repeat, lambda: pipe.run(nb, max_parallel=2))
+        t_seq, t_par = paired(
+            args.repeat,
+            lambda: pipe.run(nb, max_parallel=1),
+            lambda: pipe.run(nb, max_parallel=2),
+        )
         speedup = t_seq / t_par
         rows.append(
             (
@@ -243,8 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         pipeline_probe = __import__("jupyter_pipeline.analysis", fromlist=["_"]).analyze_notebook(
             nb, split="cells"
         )
-        t_straight = best(args.repeat, lambda: straight(nb, tmp))
-        t_pipe = best(args.repeat, lambda: pipe.run(nb, split="cells"))
+        t_straight, t_pipe = paired(
+            args.repeat, lambda: straight(nb, tmp), lambda: pipe.run(nb, split="cells")
+        )
         ratio = t_pipe / t_straight
         rows.append(
             (
@@ -256,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(rows[-1][:3], flush=True)
 
-    print()
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
     width = max(len(r[0]) for r in rows)
     for name, detail, value, ok in rows:
         print(f"{name:<{width}}  {value:<26} {'ok  ' if ok else 'MISS'}  {detail}")

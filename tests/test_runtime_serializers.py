@@ -202,11 +202,22 @@ def test_notebook_classes_resolve_to_consumers_definition(tmp_path, monkeypatch)
 
     # The consumer replayed `class Box`: the loaded object is an instance of *that* class.
     class Box2:
-        pass
+        def __init__(self, v):
+            self.v = v
 
     Box2.__module__, Box2.__qualname__ = "__main__", "Box"
     monkeypatch.setattr(main, "Box", Box2)
     assert type(load_value(str(tmp_path / "v"))["box"]) is Box2
+
+    # Another class under the same name is not the same definition: the value's own travels.
+    class Other:
+        def __init__(self):
+            self.w = 0
+
+    Other.__module__, Other.__qualname__ = "__main__", "Box"
+    monkeypatch.setattr(main, "Box", Other)
+    other = load_value(str(tmp_path / "v"))["box"]
+    assert type(other) is not Other and other.v == [1]
 
     # A consumer that never defines Box still gets a working object (by value).
     monkeypatch.delattr(main, "Box")

@@ -952,8 +952,12 @@ _ITERATING = frozenset({"enumerate", "zip", "reversed", "iter", "sorted", "list"
 
 
 def _held_names(value: ast.expr) -> list[str]:
-    """Variables whose objects a value expression holds (not copies of them)."""
-    if isinstance(value, ast.Name | ast.Attribute):
+    """Variables whose objects a value expression holds (not copies of them).
+
+    A subscript counts too: ``view = arr[1:3]`` is a numpy view, ``row = rows[0]`` an element;
+    where it is a copy (pandas columns under copy-on-write) the group only costs a transfer.
+    """
+    if isinstance(value, ast.Name | ast.Attribute | ast.Subscript):
         root = _root(value)
         return [root] if root else []
     if isinstance(value, ast.List | ast.Tuple | ast.Set):

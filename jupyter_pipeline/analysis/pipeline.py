@@ -78,6 +78,7 @@ class Binding:
     sure: bool = True  # surely bound at some point so far (not only conditionally)
     instance_of: Binding | None = None  # the notebook class a data value was made from
     immutable: bool = False  # bound to an immutable literal: no alias can change it
+    shares_with: str | None = None  # produced here only because this name now shares it
 
 
 @dataclass
@@ -262,6 +263,17 @@ class _Analyzer:
                     if seed and seed[0] == "seed":
                         self.seeded.add(seed[1])
                         self.rng[seed[1]] = None
+                    elif seed and seed[0] == "use" and seed[1] in self.seeded:
+                        self.diag(
+                            "random-in-replayed-cell",
+                            Severity.warning,
+                            i,
+                            ev.line,
+                            f"this {span.role} cell draws from the seeded {seed[1]} generator; "
+                            "it runs again at the start of every step, so each step draws the "
+                            "same numbers where the notebook drew them once — move the draw "
+                            "into a step",
+                        )
                 elif ev.op == "magic" and ev.name in OPAQUE_MAGICS:
                     self.uncertain(i)
 
@@ -718,7 +730,9 @@ class _Analyzer:
         for member in group:
             self.aliases[member] = group
         for member in sorted(group - {target}):
-            self._mutate_one(st, member, cell, line, Event("mutate", member, line, cond, "alias"))
+            self._mutate_one(
+                st, member, cell, line, Event("mutate", member, line, cond, "alias", target)
+            )
 
     def mutate(
         self,
@@ -743,7 +757,7 @@ class _Analyzer:
                 mine is not None
                 and mine.kind == "import"
                 and ev is not None
-                and ev.kind != "method"
+                and ev.kind not in ("method", "alias")
                 and isinstance(ev.info, str)
             ):
                 # `plt.rcParams[…] = …` right after the import: global state all the same.
@@ -755,6 +769,8 @@ class _Analyzer:
                 b = Binding(
                     name, "data", st.name, cell, line, instance_of=st.inputs[name].instance_of
                 )
+                if ev is not None and ev.kind == "alias":
+                    b.shares_with = ev.info
                 st.local[name] = b
                 st.writes[name] = b
             return  # a local object changed in place: still this step's value
@@ -772,7 +788,7 @@ class _Analyzer:
             # Changing a module (pd.options.x = …, plt.rcParams[…] = …) is global state.
             if (
                 ev is not None
-                and ev.kind != "method"
+                and ev.kind not in ("method", "alias")
                 and isinstance(ev.info, str)
                 and base.kind in ("import", "role")
             ):
@@ -807,6 +823,8 @@ class _Analyzer:
                 st.inputs[name] = outside
                 st.input_at[name] = (cell, line)
         b = Binding(name, "data", st.name, cell, line, instance_of=base.instance_of)
+        if ev is not None and ev.kind == "alias":
+            b.shares_with = ev.info
         st.local[name] = b
         st.writes[name] = b
         st.sure.add(name)
@@ -1277,10 +1295,17 @@ class _Analyzer:
                 for n in names:
                     b = st.inputs[n]
                     cell, line = st.input_at[n]
-                    reasons.append(
-                        f"{n}: read in {st.name} (cell {cell}, line {line}), last "
-                        f"changed in {src} (cell {b.cell}, line {b.line})"
-                    )
+                    if b.shares_with:
+                        reasons.append(
+                            f"{n}: read in {st.name} (cell {cell}, line {line}); it shares "
+                            f"objects with {b.shares_with} since {src} (cell {b.cell}, line "
+                            f"{b.line}), so both travel from there"
+                        )
+                    else:
+                        reasons.append(
+                            f"{n}: read in {st.name} (cell {cell}, line {line}), last "
+                            f"changed in {src} (cell {b.cell}, line {b.line})"
+                        )
                 edges.append(
                     Edge(
                         source=src,

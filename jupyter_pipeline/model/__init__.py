@@ -116,7 +116,9 @@ class Definition(_Model):
         line: 1-based first line in that cell.
         kind: What the snippet is.
         names: Names it binds (empty for state settings).
-        source: Python source to execute (IPython syntax already turned into Python).
+        source: Source to execute in the step's IPython kernel (a Kale imports/functions cell
+            keeps its IPython syntax, e.g. ``%matplotlib inline``; extracted statements are
+            plain Python).
     """
 
     cell: int

@@ -162,10 +162,43 @@ def _main_lookup(qualname: str) -> Any:
     return obj
 
 
-def _resolve_main(qualname: str, payload: bytes | None) -> Any:
-    """Unpickle a ``__main__`` class/function: the consumer's own if it defines one."""
+def _code_fingerprint(obj: Any) -> str:
+    """Identify a notebook function or class by its code, not just its name.
+
+    A consumer may define another object under the same name (a Kale functions cell's
+    ``h`` while the value holds a conditionally defined ``h``); only the same definition
+    may stand in for the pickled one.
+    """
+    import hashlib
+
+    parts: list[str] = []
+
+    def code(fn: types.FunctionType) -> None:
+        c = fn.__code__
+        parts.append(repr((c.co_code, c.co_names, c.co_varnames, c.co_argcount)))
+        parts.extend(repr(k) for k in c.co_consts if not isinstance(k, types.CodeType))
+
+    if isinstance(obj, types.FunctionType):
+        code(obj)
+    elif isinstance(obj, type):
+        for name, attr in sorted(vars(obj).items()):
+            is_function = isinstance(attr, types.FunctionType)
+            if name.startswith("__") and not is_function:
+                continue  # bookkeeping such as __slotnames__, which pickling itself adds
+            parts.append(name)
+            if is_function:
+                code(attr)
+    return hashlib.sha256("\x00".join(parts).encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def _resolve_main(qualname: str, payload: bytes | None, fingerprint: str | None = None) -> Any:
+    """Unpickle a ``__main__`` class/function: the consumer's own if it defines the same one."""
     obj = _main_lookup(qualname)
-    if obj is not None and isinstance(obj, (type, types.FunctionType)):
+    if (
+        obj is not None
+        and isinstance(obj, (type, types.FunctionType))
+        and (fingerprint is None or _code_fingerprint(obj) == fingerprint)
+    ):
         return obj
     if payload is None:
         raise AttributeError(
@@ -233,7 +266,7 @@ def _main_reduce(obj: Any) -> Any:
             payload: bytes | None = cloudpickle.dumps(obj, protocol=5)
         except Exception:
             payload = None
-        return _resolve_main, (obj.__qualname__, payload)
+        return _resolve_main, (obj.__qualname__, payload, _code_fingerprint(obj))
     return NotImplemented
 
 

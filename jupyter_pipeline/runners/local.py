@@ -68,6 +68,7 @@ _WAITING, _WARMING, _EXECUTING, _DRAINING, _DONE = (
     "done",
 )
 _WATCH = 0.01  # seconds between looks for a running step's saved outputs
+_NICE = 5  # CPU niceness of kernels of steps off the critical path
 
 
 @dataclass
@@ -79,6 +80,8 @@ class _Node:
     dir: Path
     phase: str = _WAITING
     rank: int = 1  # steps on the longest chain from here to the end (critical path first)
+    depth: int = 1  # steps on the longest chain from a start to here
+    critical: bool = True  # on a longest chain through the pipeline
     state: RunState = RunState.queued
     attempts: int = 0
     kernel_pid: int | None = None
@@ -392,6 +395,11 @@ class _Execution:
         for node in reversed(list(self.nodes.values())):
             for dep in node.deps:
                 self.nodes[dep].rank = max(self.nodes[dep].rank, node.rank + 1)
+        for node in self.nodes.values():
+            node.depth = 1 + max((self.nodes[d].depth for d in node.deps), default=0)
+        longest = max((n.depth + n.rank for n in self.nodes.values()), default=0)
+        for node in self.nodes.values():
+            node.critical = node.depth + node.rank == longest
 
     # ------------------------------------------------------------------ helpers
 
@@ -665,6 +673,11 @@ class _Execution:
 
             node.kernel_pid = pid
             node.kernel_created = _process_created(pid)
+            if not node.critical and self.runner.prewarm:
+                # Off the longest chain: when kernels compete for the CPU, the critical path
+                # should win. Niceness only matters under contention; it costs nothing else.
+                with contextlib.suppress(OSError):
+                    os.setpriority(os.PRIO_PROCESS, pid, _NICE)
             if self.cancelled.is_set():
                 kill_process_tree(pid)
             self.messages.put(("kernel", node, pid))

@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if "c" in only:
         # Branches long against a kernel start (~1 s), as pipelines worth parallelizing are.
-        nb = branches(tmp / "branches.ipynb", args.work * 4)
+        nb = branches(tmp / "branches.ipynb", args.work * 8)
         t_seq, t_par = paired(
             args.repeat,
             lambda: pipe.run(nb, max_parallel=1),

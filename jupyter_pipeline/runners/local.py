@@ -111,8 +111,9 @@ class LocalRunner:
         cache: Reuse results of steps whose code, inputs and parameters are unchanged.
         cache_dir: Cache folder (default: ``cache/`` beside the store's database).
         prewarm: Start kernels of upcoming steps before their inputs are ready.
-        prewarm_limit: At most this many kernels warming at once (default:
-            ``min(max_parallel, 4)``), on top of the executing ones.
+        prewarm_limit: At most this many kernels warming at once, on top of the executing
+            ones (default: ``min(2 * max_parallel, 8)``; a chain of short steps needs
+            several kernels booting ahead to keep its executing step fed).
         html: Also export each executed step notebook to HTML.
         run_step: The step runtime (default :func:`jupyter_pipeline.runtime.run_step`).
     """
@@ -135,7 +136,7 @@ class LocalRunner:
         self.cache = StepCache(cache_dir or store.folder / "cache")
         self.prewarm = prewarm
         self.prewarm_limit = (
-            max(0, prewarm_limit) if prewarm_limit is not None else min(self.max_parallel, 4)
+            max(0, prewarm_limit) if prewarm_limit is not None else min(2 * self.max_parallel, 8)
         )
         self.html = html
         self._run_step = run_step

@@ -40,7 +40,7 @@ from jupyter_pipeline.runners.base import EventCallback, RunEvent, resolve_param
 from jupyter_pipeline.runners.cache import StepCache, step_code
 from jupyter_pipeline.runners.prewarm import add_preimports
 from jupyter_pipeline.runtime.api import SavedValue, StepRequest, StepResult
-from jupyter_pipeline.store import RunStore, kill_process_tree, process_alive
+from jupyter_pipeline.store import RunStore, kill_process_tree, process_alive, process_started
 
 __all__ = ["LocalRunner", "state_key"]
 
@@ -670,10 +670,8 @@ class _Execution:
             return dict(node.inputs)
 
         def on_kernel(pid: int) -> None:
-            from jupyter_pipeline.store import _process_created
-
             node.kernel_pid = pid
-            node.kernel_created = _process_created(pid)
+            node.kernel_created = process_started(pid)
             if not node.critical and self.runner.prewarm:
                 # Off the longest chain: when kernels compete for the CPU, the critical path
                 # should win. Niceness only matters under contention; it costs nothing else.
@@ -727,7 +725,9 @@ class _Execution:
 
     def handle(self, kind: str, node: _Node, payload: Any) -> None:
         if kind == "kernel":
-            self.store.update_step(self.run_id, node.step.name, kernel_pid=payload)
+            self.store.update_step(
+                self.run_id, node.step.name, kernel_pid=payload, kernel_created=node.kernel_created
+            )
             return
         if kind == "ready":
             node.in_ready = True
@@ -845,7 +845,12 @@ class _Execution:
             with contextlib.suppress(queue.Empty):
                 kind, node, payload = self.messages.get(timeout=0.1)
                 if kind == "kernel":
-                    self.store.update_step(self.run_id, node.step.name, kernel_pid=payload)
+                    self.store.update_step(
+                        self.run_id,
+                        node.step.name,
+                        kernel_pid=payload,
+                        kernel_created=node.kernel_created,
+                    )
         now = time.time()
         for node in self.nodes.values():
             if node.phase == _DRAINING:  # its outputs were saved: it did succeed

@@ -29,6 +29,7 @@ __all__ = [
     "default_store_path",
     "kill_process_tree",
     "process_alive",
+    "process_started",
 ]
 
 RUNNER_LOST = "runner lost"
@@ -102,7 +103,7 @@ def default_store_path() -> Path:
     return Path(jupyter_data_dir()) / "pipeline" / "runs.sqlite"
 
 
-def _process_created(pid: int) -> float | None:
+def process_started(pid: int) -> float | None:
     """Start time of process ``pid``, or None if it does not exist (or is a zombie)."""
     import psutil
 
@@ -119,7 +120,7 @@ def process_alive(pid: int | None, created: float | None = None) -> bool:
     """True if ``pid`` runs and (when ``created`` is known) is the same process, not a reuse."""
     if not pid:
         return False
-    now_created = _process_created(pid)
+    now_created = process_started(pid)
     if now_created is None:
         return False
     return created is None or abs(now_created - created) < 1.0
@@ -138,7 +139,7 @@ def kill_process_tree(pid: int, created: float | None = None) -> None:
     import psutil
 
     alive = process_alive(pid, created)
-    if not alive and _process_created(pid) is not None and created is not None:
+    if not alive and process_started(pid) is not None and created is not None:
         return  # the pid was reused by an unrelated process: leave it alone
     children: list[psutil.Process] = []
     if alive:
@@ -270,7 +271,7 @@ class RunStore:
             The stored run.
         """
         now = time.time()
-        pid_created = _process_created(pid) if pid else None
+        pid_created = process_started(pid) if pid else None
         with self._transaction() as cur:
             run_id = self._new_id(cur)
             cur.execute(
@@ -336,7 +337,7 @@ class RunStore:
         """
         if "kernel_pid" in fields and "kernel_created" not in fields:
             pid = fields["kernel_pid"]
-            fields["kernel_created"] = _process_created(pid) if pid else None
+            fields["kernel_created"] = process_started(pid) if pid else None
         self._update(
             "steps",
             "run_id=? AND step=?",

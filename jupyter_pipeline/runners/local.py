@@ -89,7 +89,6 @@ class _Node:
     warm_failed: bool = False  # its warm-up failed: launch it only once its inputs are ready
     go: threading.Event = field(default_factory=threading.Event)
     abort: str | None = None  # why ready() must raise
-    in_ready: bool = False
     inputs: dict[str, str] = field(default_factory=dict)
     input_digests: dict[str, str] = field(default_factory=dict)
     saved: dict[str, SavedValue] = field(default_factory=dict)
@@ -662,7 +661,6 @@ class _Execution:
         )
 
         def ready() -> dict[str, str]:
-            self.messages.put(("ready", node, None))
             node.go.wait()
             if node.abort is not None or self.cancelled.is_set():
                 raise _Aborted(node.abort or "cancelled")
@@ -729,16 +727,12 @@ class _Execution:
                 self.run_id, node.step.name, kernel_pid=payload, kernel_created=node.kernel_created
             )
             return
-        if kind == "ready":
-            node.in_ready = True
-            return
         if kind == "saved":
             if node.phase == _EXECUTING and not self.cancelled.is_set():
                 self.outputs_saved(node, *payload)
             return
         # kind == "done"
         node.kernel_pid = None
-        node.in_ready = False
         if node.phase == _DONE:
             return  # aborted while warming (skipped or cached): already recorded
         if self.cancelled.is_set() and node.phase != _DRAINING:

@@ -201,8 +201,10 @@ class LocalRunner:
             for rid in [r for r, t in self._threads.items() if not t.is_alive()][:-16]:
                 del self._threads[rid]
             self._threads[execution.run_id] = thread
+        # Read the record before the thread can move it on: callers get the run as queued.
+        queued = self.store.get_run(execution.run_id)
         thread.start()
-        return self.store.get_run(execution.run_id)
+        return queued
 
     def wait(self, run_id: str, timeout: float | None = None) -> Run:
         """Wait for a run started with :meth:`submit` to end; return its record."""

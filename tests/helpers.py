@@ -1,7 +1,9 @@
-"""Shared helpers for analysis tests: build notebooks in-test with nbformat.v4."""
+"""Shared test helpers: build notebooks in-test with nbformat.v4, write them, fingerprint files."""
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 import nbformat
@@ -79,3 +81,24 @@ def diags(
 def codes(p: Pipeline) -> list[str]:
     """Codes of all diagnostics, info included, in order."""
     return [d.code for d in p.diagnostics]
+
+
+def code_cell(source: str, *tags: str) -> nbformat.NotebookNode:
+    """A code cell with the given tags."""
+    cell = v4.new_code_cell(source)
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def write_nb(path: Path, cells: list[nbformat.NotebookNode]) -> Path:
+    """Write a python3 notebook made of ``cells`` to ``path``; return the path."""
+    notebook = v4.new_notebook(cells=cells)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nbformat.write(notebook, str(path))
+    return path
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (to prove a notebook was not rewritten)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()

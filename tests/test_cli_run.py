@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -15,31 +14,15 @@ import nbformat
 import papermill
 import psutil
 import pytest
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from helpers import code_cell as _cell
+from helpers import file_digest as _digest
+from helpers import write_nb
+from nbformat.v4 import new_markdown_cell
 
 from jupyter_pipeline.cli import main
 from jupyter_pipeline.model import RunState
 from jupyter_pipeline.runners.verify import compare_notebooks
 from jupyter_pipeline.store import RUNNER_LOST, RunStore
-
-
-def _cell(source: str, *tags: str):
-    cell = new_code_cell(source)
-    if tags:
-        cell.metadata["tags"] = list(tags)
-    return cell
-
-
-def write_nb(path: Path, cells) -> Path:
-    nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
-    nbformat.write(nb, str(path))
-    return path
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
 
 PARAMS_NB = [
     new_markdown_cell("# Parameters"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from pathlib import Path
@@ -10,7 +9,10 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from helpers import code_cell as _cell
+from helpers import file_digest as _digest
+from helpers import write_nb
+from nbformat.v4 import new_markdown_cell
 
 from jupyter_pipeline.analysis import analyze_notebook
 from jupyter_pipeline.model import RunState
@@ -18,24 +20,6 @@ from jupyter_pipeline.runners.local import LocalRunner
 from jupyter_pipeline.store import RunStore
 
 pytestmark = pytest.mark.kernel
-
-
-def _cell(source: str, *tags: str):
-    cell = new_code_cell(source)
-    if tags:
-        cell.metadata["tags"] = list(tags)
-    return cell
-
-
-def write_nb(path: Path, cells) -> Path:
-    nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
-    nbformat.write(nb, str(path))
-    return path
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _steps(run):

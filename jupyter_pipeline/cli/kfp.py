@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_pipeline.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
+from jupyter_pipeline.cli.common import analyze_or_stop
 
 _SPLITS = ("tags", "headings", "cells")
 
@@ -128,27 +129,6 @@ def _parse_secrets(items: list[str]) -> list[dict[str, Any]]:
     return [{"name": name, "env": env} for name, env in out.items()]
 
 
-def _analyze(args: argparse.Namespace) -> Any:
-    """Analyze the notebook, print its diagnostics; error diagnostics stop here (exit 2)."""
-    from jupyter_pipeline.analysis import analyze_notebook
-
-    pipeline = analyze_notebook(args.notebook, split=args.split)
-    for d in pipeline.diagnostics:
-        where = (
-            f"cell {d.cell}" + (f", line {d.line}" if d.line else "") if d.cell is not None else ""
-        )
-        print(
-            f"{args.notebook}: {where + ': ' if where else ''}{d.severity.value}: {d.message}"
-            f" [{d.code}]",
-            file=sys.stderr,
-        )
-    if pipeline.errors:
-        raise UsageError(
-            f"{args.notebook}: {len(pipeline.errors)} error(s) above; fix them before compiling"
-        )
-    return pipeline
-
-
 def _config(args: argparse.Namespace, nb: Any, **overrides: Any) -> Any:
     from jupyter_pipeline.compile import ConfigError, load_config
 
@@ -178,7 +158,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from jupyter_pipeline.notebook import read_notebook
 
     nb = read_notebook(args.notebook)
-    pipeline = _analyze(args)
+    pipeline = analyze_or_stop(args, "compiling", include_info=True)
     config = _config(args, nb)
     out = Path(args.output) if args.output else Path(Path(args.notebook).stem + ".yaml")
     try:
@@ -226,7 +206,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from jupyter_pipeline.runners.kfp import KfpError, KfpRunner
 
     nb = read_notebook(args.notebook)
-    pipeline = _analyze(args)
+    pipeline = analyze_or_stop(args, "submitting", include_info=True)
     overrides = parse_parameters(args.parameter)
     config = _config(
         args,

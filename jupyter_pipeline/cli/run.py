@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jupyter_pipeline.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
+from jupyter_pipeline.cli import EXIT_FAILURE, EXIT_OK, UsageError
+from jupyter_pipeline.cli.common import analyze_or_stop
 
 if TYPE_CHECKING:
     from jupyter_pipeline.model import Pipeline, Run, StepRun
@@ -142,32 +143,6 @@ def _get_run(store: RunStore, run_id: str) -> Run:
         return store.get_run(run_id)
     except KeyError as exc:
         raise UsageError(exc.args[0] if exc.args else str(exc)) from None
-
-
-def _analyze(args: argparse.Namespace) -> Pipeline:
-    """Analyze the notebook; print diagnostics; stop (exit 2) on errors."""
-    from jupyter_pipeline.analysis import analyze_notebook
-
-    pipeline = analyze_notebook(args.notebook, split=args.split)
-    for d in pipeline.diagnostics:
-        if d.severity.value == "info":
-            continue  # `jupyter-pipeline analyze` shows those; a run shows what needs action
-        where = (
-            f"cell {d.cell}" + (f", line {d.line}" if d.line else "") if d.cell is not None else ""
-        )
-        print(
-            f"{args.notebook}: {where + ': ' if where else ''}{d.severity.value}: {d.message}"
-            f" [{d.code}]",
-            file=sys.stderr,
-        )
-    if pipeline.errors:
-        raise _Exit(EXIT_USAGE)
-    return pipeline
-
-
-class _Exit(Exception):
-    def __init__(self, code: int):
-        self.code = code
 
 
 def _duration(s: StepRun | Run) -> str:
@@ -313,10 +288,7 @@ def _exit_code(run: Run) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``jupyter-pipeline run``."""
-    try:
-        pipeline = _analyze(args)
-    except _Exit as e:
-        return e.code
+    pipeline = analyze_or_stop(args, "running", include_info=False)
     overrides = _resolve_params(pipeline, args)
     _check_kernel(pipeline, args.notebook)
     if args.max_parallel is not None and args.max_parallel < 1:
@@ -502,10 +474,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from jupyter_pipeline.runners.local import LocalRunner
     from jupyter_pipeline.runners.verify import compare_notebooks
 
-    try:
-        pipeline = _analyze(args)
-    except _Exit as e:
-        return e.code
+    pipeline = analyze_or_stop(args, "verifying", include_info=False)
     overrides = _resolve_params(pipeline, args)
     _check_kernel(pipeline, args.notebook)
     nb_path = Path(args.notebook).absolute()

@@ -1,0 +1,37 @@
+"""Helpers shared by the subcommands that act on a notebook (run, verify, compile, submit)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jupyter_pipeline.model import Pipeline, Severity
+
+
+def analyze_or_stop(args: argparse.Namespace, action: str, *, include_info: bool) -> Pipeline:
+    """Analyze ``args.notebook``, print its diagnostics, stop on errors.
+
+    Diagnostics go to stderr as ``NB: cell N, line L: severity: message [code]``. A run shows
+    only what needs action (``include_info=False``); compiling also shows what the compiled
+    pipeline does about the notebook (replayed state, carried RNG state…).
+
+    Raises:
+        UsageError: The analysis found errors (exit 2), after printing them.
+    """
+    from jupyter_pipeline.analysis import analyze_notebook
+    from jupyter_pipeline.cli import UsageError
+
+    pipeline = analyze_notebook(args.notebook, split=args.split)
+    for d in pipeline.diagnostics:
+        if d.severity is Severity.info and not include_info:
+            continue
+        where = ""
+        if d.cell is not None:
+            where = f"cell {d.cell}" + (f", line {d.line}" if d.line else "") + ": "
+        line = f"{args.notebook}: {where}{d.severity.value}: {d.message} [{d.code}]"
+        print(line, file=sys.stderr)
+    if pipeline.errors:
+        raise UsageError(
+            f"{args.notebook}: {len(pipeline.errors)} error(s) above; fix them before {action}"
+        )
+    return pipeline

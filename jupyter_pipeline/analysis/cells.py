@@ -343,10 +343,14 @@ class _BodyEffects(ast.NodeVisitor):
 
     def _nested(self, node: ast.AST, args: ast.arguments | None, body: list[ast.stmt]) -> None:
         inner = _summarize_scope(args, body)
+        self.summary.writes |= inner.writes  # `global x` inside a nested def is still global
+        self._absorb(inner)
+
+    def _absorb(self, inner: FuncSummary) -> None:
+        """Take in what a nested scope reads and changes of the names free here."""
         for name in inner.reads:
             if self._free(name):
                 self.summary.reads.add(name)
-        self.summary.writes |= inner.writes
         for name in inner.mutates:
             if name in self.params:
                 self.summary.mutated_params.add(name)
@@ -375,16 +379,8 @@ class _BodyEffects(ast.NodeVisitor):
 
     def _comp(self, node: Any) -> None:
         self.visit(node.generators[0].iter)
-        inner = _comprehension_summary(node)
-        for name in inner.reads:
-            if self._free(name):
-                self.summary.reads.add(name)
-        for name in inner.mutates:
-            if name in self.params:
-                self.summary.mutated_params.add(name)
-            elif self._free(name):
-                self.summary.mutates.add(name)
-        self.summary.calls += inner.calls
+        # (a walrus inside binds in this function's scope, not globally: no writes)
+        self._absorb(_comprehension_summary(node))
 
     visit_ListComp = visit_SetComp = visit_GeneratorExp = visit_DictComp = _comp
 

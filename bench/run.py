@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                 ratio <= 1.15,
             )
         )
-        print(rows[-1][:3], flush=True)
+        print("  ".join(rows[-1][:3]), flush=True)
 
     if "b" in only or "d" in only:
         nb = trivial_chain(tmp / "trivial.ipynb")
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                     per_step <= 0.15,
                 )
             )
-            print(rows[-1][:3], flush=True)
+            print("  ".join(rows[-1][:3]), flush=True)
             rows.append(
                 (
                     "(b') same, no pre-warming: per step beyond one kernel start",
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                     beyond <= 0.15,
                 )
             )
-            print(rows[-1][:3], flush=True)
+            print("  ".join(rows[-1][:3]), flush=True)
         if "d" in only:
             pipe.run(nb, cache=True)  # fill the cache
             t_cached = best(args.repeat, lambda: pipe.run(nb, cache=True))
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                     t_cached < 1,
                 )
             )
-            print(rows[-1][:3], flush=True)
+            print("  ".join(rows[-1][:3]), flush=True)
 
     if "c" in only:
         # Branches long against a kernel start (~1 s), as pipelines worth parallelizing are.
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                 speedup >= 1.8,
             )
         )
-        print(rows[-1][:3], flush=True)
+        print("  ".join(rows[-1][:3]), flush=True)
 
     if "f" in only:
         nb = args.notebook
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                 ratio <= 1.5,
             )
         )
-        print(rows[-1][:3], flush=True)
+        print("  ".join(rows[-1][:3]), flush=True)
 
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
     width = max(len(r[0]) for r in rows)

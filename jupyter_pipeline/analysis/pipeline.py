@@ -17,6 +17,7 @@ import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import count
 
 from jupyter_pipeline.analysis.cells import CallInfo, CellFacts, Cond, DefInfo, Event, analyze_cell
@@ -37,7 +38,7 @@ from jupyter_pipeline.analysis.knowledge import (
     STATE_SETTERS,
     UNTRACKED_SEEDS,
 )
-from jupyter_pipeline.analysis.source import CellSyntaxError, parse_cell
+from jupyter_pipeline.analysis.source import CellSyntaxError, ParsedCell, parse_cell
 from jupyter_pipeline.model import (
     Definition,
     DefinitionKind,
@@ -126,7 +127,8 @@ class _Analyzer:
         self.parameters: list[Parameter] = []
         self.metrics: list[Metric] = []
         self.role_defs: list[Definition] = []
-        self.state_replay: list[tuple[int, Definition]] = []  # (step index, definition)
+        self.parsed: dict[int, ParsedCell] = {}
+        self.skip_cells: set[int] = set(parsed.role_cells("skip"))
         self.ever_bound: dict[str, int] = {}
         self.skip_bound: dict[str, int] = {}
         self.uncertain_from: int | None = None  # cell after which unseen names may exist
@@ -165,7 +167,7 @@ class _Analyzer:
 
     # ------------------------------------------------------------------ parsing
     def parse_all(self) -> None:
-        skip_cells = set(self.nb.role_cells("skip"))
+        skip_cells = self.skip_cells
         for span in self.nb.spans:
             for i in span.cells:
                 cell = self.nb.cells[i]
@@ -190,6 +192,7 @@ class _Analyzer:
                         "the notebook too",
                         i,
                     ) from None
+                self.parsed[i] = parsed
                 facts = analyze_cell(parsed, self.ids)
                 self.facts[i] = facts
                 for ev in facts.events:
@@ -204,7 +207,6 @@ class _Analyzer:
         for span in self.nb.spans:
             if span.role in ("imports", "functions"):
                 self.role_cells(span)
-        skip_cells = set(self.nb.role_cells("skip"))
         # A step continues below a parameters cell (untagged cells after it): its cells after
         # that point see the parameters, the ones above do not — go in cell order.
         pending_params = [i for i in self.nb.role_cells("parameters") if i in self.facts]
@@ -232,7 +234,7 @@ class _Analyzer:
                 parameters_before(max(span.cells) + 1)
             elif span.role == "skip":
                 for i in span.cells:
-                    self.check_skipped(i, skip_cells)
+                    self.check_skipped(i)
         parameters_before(len(self.nb.cells))
         return self.assemble()
 
@@ -279,7 +281,7 @@ class _Analyzer:
 
     # ------------------------------------------------------------------ parameters / metrics
     def parameters_cell(self, i: int) -> None:
-        parsed = parse_cell(self.nb.cells[i].source)
+        parsed = self.parsed[i]
         for stmt in parsed.tree.body:
             line = stmt.lineno + parsed.line_offset
             target: ast.expr | None = None
@@ -320,7 +322,7 @@ class _Analyzer:
             self.env[name] = Binding(name, "param", None, i, line)
 
     def collect_metrics(self, i: int) -> None:
-        parsed = parse_cell(self.nb.cells[i].source)
+        parsed = self.parsed[i]
         for stmt in parsed.tree.body:
             line = stmt.lineno + parsed.line_offset
             node = stmt.value if isinstance(stmt, ast.Expr) else None
@@ -344,16 +346,24 @@ class _Analyzer:
                     "(`print(accuracy)`); this line is run but reports no metric",
                 )
 
-    def check_skipped(self, i: int, skip_cells: set[int]) -> None:
+    @cached_property
+    def last_read(self) -> dict[str, int]:
+        """For each name, the last cell outside skip cells that reads it."""
+        out: dict[str, int] = {}
+        for j, f in self.facts.items():
+            if j not in self.skip_cells:
+                for e in f.events:
+                    if e.op == "read":
+                        out[e.name] = max(j, out.get(e.name, j))
+        return out
+
+    def check_skipped(self, i: int) -> None:
         facts = self.facts.get(i)
         if facts is None:
             return
         changed = {e.name for e in facts.events if e.op in ("bind", "mutate", "del")}
-        later = set()
-        for j, f in self.facts.items():
-            if j > i and j not in skip_cells:
-                later |= {e.name for e in f.events if e.op == "read"}
-        touched = sorted((changed & later) & set(self.env))
+        later = {n for n in changed if self.last_read.get(n, -1) > i}
+        touched = sorted(later & set(self.env))
         if touched:
             self.diag(
                 "skipped-cell-changes",
@@ -446,7 +456,6 @@ class _Analyzer:
         if local is not None and local.kind == "deleted" and name not in st.maybe:
             outside = local  # deleted earlier in this step: that is what a read meets
         if name in st.maybe:
-            local = st.local.get(name)
             self.apply_definition(st, local, cell, line, _active)
             if name in st.sure:  # a function applied just above may have bound it
                 return
@@ -644,7 +653,7 @@ class _Analyzer:
         for w in sorted(s.writes):
             self.bind_name(st, w, "data", None, cell, line, cond=(-1,))
         for m in sorted(s.mutates):
-            self.mutate(st, m, cell, line, None, active)
+            self.mutate(st, m, cell, line, None)
         for c in s.calls:
             self.call(st, c, cell, line, (-1,), in_function=True)
         active.discard(sid)
@@ -741,7 +750,6 @@ class _Analyzer:
         cell: int,
         line: int,
         ev: Event | None,
-        active: set[int] | None = None,
     ) -> None:
         """``name``'s object may change here; so do the objects of its aliases."""
         self._mutate_one(st, name, cell, line, ev)
@@ -877,11 +885,14 @@ class _Analyzer:
             self.file_writer[p] = (st.name, cell, line)
 
     # ------------------------------------------------------------------ calls
-    def full_name(self, st: _StepState, path: tuple[str, ...]) -> str | None:
-        """The dotted name a call resolves to, when its root is an import or a builtin."""
+    def full_name(self, st: _StepState | None, path: tuple[str, ...]) -> str | None:
+        """The dotted name a call resolves to, when its root is an import or a builtin.
+
+        ``st`` None resolves against the notebook-wide bindings (imports/functions cells).
+        """
         if not path:
             return None
-        b = self.current(st, path[0])
+        b = self.current(st, path[0]) if st is not None else self.env.get(path[0])
         if b is None:
             return path[0] if path[0] in KERNEL_NAMES and len(path) == 1 else None
         if b.kind in ("import", "role") and b.info is not None and b.info.origin:
@@ -890,7 +901,7 @@ class _Analyzer:
 
     def rng_target(self, call: CallInfo, st: _StepState | None) -> tuple[str, str] | None:
         """('seed'|'use', pseudo-variable) if the call touches a tracked global RNG."""
-        full = self.full_name(st, call.path) if st is not None else self._role_full(call.path)
+        full = self.full_name(st, call.path)
         if full is None:
             return None
         if full == "random.seed":
@@ -907,12 +918,6 @@ class _Analyzer:
             and "random_state" not in call.kwargs
         ):
             return ("use", "numpy.random")
-        return None
-
-    def _role_full(self, path: tuple[str, ...]) -> str | None:
-        b = self.env.get(path[0]) if path else None
-        if b is not None and b.info is not None and b.info.origin:
-            return ".".join((b.info.origin, *path[1:]))
         return None
 
     def call(

@@ -561,8 +561,17 @@ class _CellVisitor:
 
         ``b = a`` and ``b = a.attr`` make b an alias of a; ``data = [df1, df2]`` holds the
         frames themselves; ``fig, ax = plt.subplots()`` unpacks one returned object graph;
-        ``a = b = []`` binds one object to both.
+        ``a = b = []`` binds one object to both; ``x, y = y, x`` pairs the elements.
         """
+        for target in targets:
+            if (
+                isinstance(target, ast.Tuple | ast.List)
+                and isinstance(value, ast.Tuple | ast.List)
+                and len(target.elts) == len(value.elts)
+                and not any(isinstance(e, ast.Starred) for e in target.elts + value.elts)
+            ):
+                for t, v in zip(target.elts, value.elts, strict=True):
+                    self.aliases([t], v, s, cond)
         names = [t.id for t in targets if isinstance(t, ast.Name)]
         if _immutable_literal(value):
             for name in names:  # nothing can change it in place: it never needs to travel

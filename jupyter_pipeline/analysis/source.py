@@ -67,6 +67,14 @@ def _transform(source: str) -> str:
     return _transformer().transform_cell(source)
 
 
+def to_python(source: str) -> str:
+    """A cell's IPython source (magics, ``!cmd``) as plain Python; "" if IPython cannot read it."""
+    try:
+        return _transform(source)
+    except Exception:  # IPython raises various errors on malformed magics
+        return ""
+
+
 def _compile(code: str) -> ast.Module:
     try:
         # The user's code may warn when compiled (`"\."`); that is theirs to see when it runs.

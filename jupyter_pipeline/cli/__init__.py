@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from jupyter_pipeline import __version__
+from jupyter_pipeline import __version__, skip_slow_optional_imports
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -38,21 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _skip_slow_optional_imports() -> None:
-    """Keep optional, import-heavy validators out of this short-lived process.
-
-    ``import nbformat`` imports jsonschema, which imports ``rfc3987_syntax`` when it is
-    installed (it comes with Jupyter Server) just to check ``iri`` string formats; that
-    module builds a Lark grammar at import, 2 s or more. Notebook schemas use no such
-    format, and jsonschema treats the module as optional, so the CLI marks it absent.
-    Kernels and the Jupyter server are other processes and keep it.
-    """
-    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``jupyter-pipeline``; returns the exit code."""
-    _skip_slow_optional_imports()
+    skip_slow_optional_imports()
     from jupyter_pipeline.notebook import NotebookError
 
     parser = build_parser()

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_pipeline.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
+from jupyter_pipeline.cli.analyze import add_split_option
 from jupyter_pipeline.cli.common import analyze_or_stop
-
-_SPLITS = ("tags", "headings", "cells")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -86,7 +85,7 @@ def _compile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--image", help="step image when neither an image: tag nor the notebook sets one"
     )
-    p.add_argument("--split", choices=_SPLITS, default="tags", help="how to cut steps")
+    add_split_option(p)
     p.add_argument(
         "--packages",
         choices=("image", "pip"),

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jupyter_pipeline.cli import EXIT_FAILURE, EXIT_OK, UsageError
+from jupyter_pipeline.cli.analyze import add_split_option
 from jupyter_pipeline.cli.common import analyze_or_stop
 
 if TYPE_CHECKING:
     from jupyter_pipeline.model import Pipeline, Run, StepRun
     from jupyter_pipeline.store import RunStore
 
-_SPLITS = ("tags", "headings", "cells")
 _ICONS = {
     "queued": "·",
     "running": "▶",
@@ -101,7 +101,7 @@ def _run_options(p: argparse.ArgumentParser, cache: bool = True) -> None:
     if cache:
         p.add_argument("--no-cache", action="store_true", help="re-run every step")
     p.add_argument("--no-prewarm", action="store_true", help="start kernels only when needed")
-    p.add_argument("--split", choices=_SPLITS, default="tags", help="how to cut steps")
+    add_split_option(p)
 
 
 # ---------------------------------------------------------------------------- helpers

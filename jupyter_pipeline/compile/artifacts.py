@@ -15,9 +15,10 @@ from collections.abc import Iterable
 
 from nbformat import NotebookNode
 
+from jupyter_pipeline.analysis.source import to_python
 from jupyter_pipeline.model import Pipeline, Step
 
-__all__ = ["ARTIFACT", "DATASET", "MODEL", "infer_artifact_kinds", "python_source"]
+__all__ = ["ARTIFACT", "DATASET", "MODEL", "infer_artifact_kinds"]
 
 DATASET = "Dataset"
 MODEL = "Model"
@@ -94,18 +95,6 @@ _SCALAR_METHODS = {
     "all",
     "score",
 }
-
-
-def python_source(source: str) -> str:
-    """Turn a cell's IPython source (magics, ``!cmd``) into plain Python."""
-    if "%" not in source and "!" not in source and "?" not in source:
-        return source
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    try:
-        return TransformerManager().transform_cell(source)
-    except Exception:  # a cell IPython itself cannot transform: treat as opaque
-        return ""
 
 
 class _Walker:
@@ -281,7 +270,7 @@ def _step_code_cells(nb: NotebookNode, step: Step) -> list[int]:
 
 def _statements(source: str) -> Iterable[ast.stmt]:
     try:
-        return ast.parse(python_source(source)).body
+        return ast.parse(to_python(source)).body
     except SyntaxError:
         return []
 

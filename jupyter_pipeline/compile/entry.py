@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from jupyter_pipeline import skip_slow_optional_imports
+
 __all__ = ["run_component"]
 
 
@@ -99,9 +101,7 @@ def run_component(spec_json: str | dict[str, Any], args: dict[str, Any]) -> None
     Raises:
         RuntimeError: The step failed (after its executed notebook was saved as an artifact).
     """
-    # nbformat → jsonschema imports rfc3987_syntax when installed, which compiles ~40 lark
-    # grammars (1-2 s per pod start) for IRI formats notebooks never use; skip it here.
-    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+    skip_slow_optional_imports()  # (1-2 s per pod start otherwise)
     from jupyter_pipeline.runtime import run_step
     from jupyter_pipeline.runtime.api import StepRequest
     from jupyter_pipeline.runtime.serializers import value_dirname

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from nbformat import NotebookNode
 
-from jupyter_pipeline.compile.artifacts import python_source
+from jupyter_pipeline.analysis.source import to_python
 from jupyter_pipeline.model import Pipeline, Step
 
 __all__ = [
@@ -47,16 +47,25 @@ def imported_modules(sources: Iterable[str]) -> set[str]:
     """
     found: set[str] = set()
     for source in sources:
-        try:
-            tree = ast.parse(python_source(source))
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                found.update(alias.name.split(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                found.add(node.module.split(".")[0])
+        found |= _modules_of(source)
     return found
+
+
+@functools.lru_cache(maxsize=4096)
+def _modules_of(source: str) -> frozenset[str]:
+    # Cached: pip mode asks for every step's and its producers' sources, the same cells
+    # over and over.
+    try:
+        tree = ast.parse(to_python(source))
+    except SyntaxError:
+        return frozenset()
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return frozenset(found)
 
 
 @functools.lru_cache(maxsize=1)

@@ -333,6 +333,21 @@ def test_ready_raising_aborts_and_keeps_notebook(tmp_path):
         os.kill(pids[0], 0)
 
 
+def test_aborted_warm_up_does_not_replace_a_notebook_already_there(tmp_path):
+    # The runner copies a cached step's executed notebook while that step's warm-up stops.
+    nb, pipeline = one_step(["print('never')"])
+    req = request(nb, pipeline, "s", tmp_path)
+    Path(req.executed_notebook).parent.mkdir(parents=True, exist_ok=True)
+    Path(req.executed_notebook).write_text("cached copy")
+
+    def ready():
+        raise RuntimeError("cache hit")
+
+    with pytest.raises(RuntimeError, match="cache hit"):
+        run_step(req, ready=ready)
+    assert Path(req.executed_notebook).read_text() == "cached copy"
+
+
 def test_kill_kernel_stops_kernel_and_children(tmp_path):
     nb, pipeline = one_step(
         [

@@ -165,8 +165,14 @@ def _register_engine() -> None:
         """
 
         final = False
+        jp: _Context | None = None
 
         def save(self, **kwargs: Any) -> None:
+            aborted = self.jp is not None and self.jp.ready_error is not None
+            if aborted and self.output_path and os.path.exists(self.output_path):
+                # A warm-up stopped before its inputs came ran no cell of the user's: it must
+                # not replace the step's notebook a cache hit has already put there.
+                return
             if self.final or (self.now() - self.last_save_time).total_seconds() >= 1.0:
                 super().save(**kwargs)
 
@@ -193,6 +199,7 @@ def _register_engine() -> None:
                 log_output=log_output,
                 autosave_cell_every=autosave_cell_every,
             )
+            nb_man.jp = kwargs.get("jp_context")
             nb_man.notebook_start()
             try:
                 cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)

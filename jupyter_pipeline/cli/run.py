@@ -182,8 +182,7 @@ def _resolve_params(pipeline: Pipeline, args: argparse.Namespace) -> dict[str, A
 class _Progress:
     """One line per step: rich live table on a terminal, plain transition lines otherwise."""
 
-    def __init__(self, pipeline: Pipeline, enabled: bool):
-        self.pipeline = pipeline
+    def __init__(self, enabled: bool):
         self.enabled = enabled
         self.tty = enabled and sys.stdout.isatty()
         self.run: Run | None = None
@@ -305,7 +304,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         prewarm=not args.no_prewarm,
         html=args.html,
     )
-    with _Progress(pipeline, enabled=not args.json) as progress:
+    with _Progress(enabled=not args.json) as progress:
         run = runner.run(
             pipeline, args.notebook, parameters=overrides, output=args.output, on_event=progress
         )
@@ -508,7 +507,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             cache=False,
             prewarm=not args.no_prewarm,
         )
-        with _Progress(pipeline, enabled=True) as progress:
+        with _Progress(enabled=True) as progress:
             run = runner.run(
                 pipeline, nb_path, parameters=overrides, output=merged, on_event=progress
             )

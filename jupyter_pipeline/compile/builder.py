@@ -35,6 +35,7 @@ from jupyter_pipeline.compile.artifacts import infer_artifact_kinds
 from jupyter_pipeline.compile.config import DEFAULT_IMAGE, KfpConfig, SecretEnv
 from jupyter_pipeline.compile.packages import project_requirement, step_requirements
 from jupyter_pipeline.model import ParameterType, Pipeline, Step
+from jupyter_pipeline.runtime.kernel import STATE_PREFIX
 
 __all__ = [
     "CompileError",
@@ -44,7 +45,6 @@ __all__ = [
     "compile_package",
 ]
 
-STATE_PREFIX = "__state__:"
 _PY_TYPES: dict[ParameterType, str] = {
     ParameterType.int: "int",
     ParameterType.float: "float",

@@ -40,17 +40,14 @@ from jupyter_pipeline.runners.base import EventCallback, RunEvent, resolve_param
 from jupyter_pipeline.runners.cache import StepCache, step_code
 from jupyter_pipeline.runners.prewarm import add_preimports
 from jupyter_pipeline.runtime.api import SavedValue, StepRequest, StepResult
+from jupyter_pipeline.runtime.execute import read_outputs
+from jupyter_pipeline.runtime.kernel import state_key
 from jupyter_pipeline.store import RunStore, kill_process_tree, process_alive, process_started
 
-__all__ = ["LocalRunner", "state_key"]
+__all__ = ["LocalRunner"]
 
 _FINISHED_OK = (RunState.succeeded, RunState.cached)
 _POLL = 0.25  # seconds between checks of the store's cancel flag while waiting
-
-
-def state_key(name: str) -> str:
-    """The input/output key under which the runtime passes a global-state pseudo-variable."""
-    return f"__state__:{name}"
 
 
 class _Aborted(Exception):
@@ -195,7 +192,6 @@ class LocalRunner:
             name=f"run-{execution.run_id}",
             daemon=True,
         )
-        execution.thread = thread
         with self._lock:
             # Forget threads of runs that ended long ago; keep the recent ones for wait().
             for rid in [r for r, t in self._threads.items() if not t.is_alive()][:-16]:
@@ -309,7 +305,7 @@ class LocalRunner:
         return cancel_run(self.store, run_id)
 
 
-def cancel_run(store: RunStore, run_id: str, *, signal_runner: bool = True) -> bool:
+def cancel_run(store: RunStore, run_id: str) -> bool:
     """Cancel a run recorded in ``store`` that runs in another process.
 
     Sets the store's cancel flag (polled by the runner) and sends the runner SIGTERM. If the
@@ -329,7 +325,7 @@ def cancel_run(store: RunStore, run_id: str, *, signal_runner: bool = True) -> b
     if pid and process_alive(pid, created):
         # Only a runner that said it turns SIGTERM into a cancel gets one (a Jupyter server
         # running runs in threads would die of it); the others poll the flag set above.
-        if signal_runner and handles_sigterm and pid != os.getpid():
+        if handles_sigterm and pid != os.getpid():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGTERM)
         return True
@@ -375,7 +371,6 @@ class _Execution:
         self.cancelled = threading.Event()
         self.cancel_done = False
         self.started: float | None = None
-        self.thread: threading.Thread | None = None  # set for runs started with submit()
 
     # ------------------------------------------------------------------ setup
 
@@ -445,7 +440,7 @@ class _Execution:
             for p in producers:
                 saved = self.nodes[p].saved.get(key)
                 if saved is not None:
-                    inputs[key] = _value_dir(saved)
+                    inputs[key] = saved.path
                     digests[key] = saved.digest
                     break
         node.inputs, node.input_digests = inputs, digests
@@ -575,7 +570,7 @@ class _Execution:
             finished=now,
             executed_notebook=str(executed) if executed else None,
             log_path=str(log) if log else None,
-            outputs={k: _value_dir(v) for k, v in node.saved.items()},
+            outputs={k: v.path for k, v in node.saved.items()},
             digests={k: v.digest for k, v in node.saved.items()},
             metrics=entry.metrics,
             cache_key=node.cache_key,
@@ -715,9 +710,7 @@ class _Execution:
                 continue
             try:
                 # Parsing fails while a file is half written: a truncated JSON list is invalid.
-                records = json.loads(records_path.read_text())
-                metrics = json.loads(metrics_path.read_text()) if metrics_path else {}
-                saved = [SavedValue(**{k: r[k] for k in SavedValue.model_fields}) for r in records]
+                saved, metrics = read_outputs(str(out_dir))
             except (OSError, ValueError, KeyError, TypeError):
                 continue
             self.messages.put(("saved", node, (saved, metrics)))
@@ -778,7 +771,7 @@ class _Execution:
             node,
             state=RunState.succeeded,
             finished=time.time(),
-            outputs={k: _value_dir(v) for k, v in node.saved.items()},
+            outputs={k: v.path for k, v in node.saved.items()},
             digests={k: v.digest for k, v in node.saved.items()},
             metrics=metrics,
             cache_key=node.cache_key,
@@ -809,7 +802,7 @@ class _Execution:
             finished=time.time(),
             executed_notebook=result.executed_notebook,
             html=result.html,
-            outputs={k: _value_dir(v) for k, v in node.saved.items()},
+            outputs={k: v.path for k, v in node.saved.items()},
             digests={k: v.digest for k, v in node.saved.items()},
             metrics=result.metrics,
             cache_key=node.cache_key,
@@ -895,12 +888,6 @@ class _Execution:
 
 def _as_dict(nb: Any) -> dict[str, Any]:
     return json.loads(json.dumps(nb))
-
-
-def _value_dir(saved: SavedValue) -> str:
-    """The directory the runtime loads a value from (the saved path, or its folder)."""
-    p = Path(saved.path)
-    return str(p if p.is_dir() or not p.suffix else p.parent)
 
 
 def _describe_failure(step: str, payload: Any) -> tuple[str, int | None]:

@@ -20,9 +20,11 @@ import copy
 import re
 from typing import Any
 
+from jupyter_pipeline.analysis.source import CellSyntaxError, parse_cell
+from jupyter_pipeline.runtime.notebook import DEFINITIONS_TAG, META_KEY
+
 __all__ = ["add_preimports", "preimport_modules"]
 
-_DEFINITIONS_TAG = "jupyter-pipeline-definitions"  # runtime.notebook.DEFINITIONS_TAG
 # Code that can change what (or how) a later import loads.
 _IMPORT_STATE = re.compile(
     r"sys\.path|os\.environ|putenv|chdir|addsitedir|matplotlib\.use|import_module|"
@@ -33,12 +35,8 @@ _MARK = "# jupyter-pipeline: pre-import the libraries this step's cells import"
 
 def _parse(source: str) -> ast.Module | None:
     try:
-        if any(ch in source for ch in "%!?"):
-            from IPython.core.inputtransformer2 import TransformerManager
-
-            source = TransformerManager().transform_cell(source)
-        return ast.parse(source)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return parse_cell(source).tree
+    except CellSyntaxError:
         return None
 
 
@@ -76,14 +74,14 @@ def add_preimports(step_nb: dict[str, Any]) -> dict[str, Any]:
         _text(c.get("source", ""))
         for c in cells
         if c.get("cell_type") == "code"
-        and "source_cell" in (c.get("metadata", {}).get("jupyter_pipeline") or {})
+        and "source_cell" in (c.get("metadata", {}).get(META_KEY) or {})
     ]
     modules = preimport_modules(own)
     target = next(
         (
             i
             for i, c in enumerate(cells)
-            if _DEFINITIONS_TAG in (c.get("metadata", {}).get("tags") or [])
+            if DEFINITIONS_TAG in (c.get("metadata", {}).get("tags") or [])
         ),
         None,
     )

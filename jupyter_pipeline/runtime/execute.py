@@ -347,7 +347,8 @@ def _export_html(notebook_path: str) -> str:
     return html_path
 
 
-def _read_outputs(output_dir: str) -> tuple[list[SavedValue], dict[str, Any]]:
+def read_outputs(output_dir: str) -> tuple[list[SavedValue], dict[str, Any]]:
+    """The saved values and metrics a step's save cell recorded in ``output_dir``."""
     outputs: list[SavedValue] = []
     metrics: dict[str, Any] = {}
     path = os.path.join(output_dir, OUTPUTS_FILE)
@@ -471,7 +472,7 @@ def run_step(
         if request.html and os.path.exists(executed_path):
             html = _export_html(executed_path)
 
-    outputs, metrics = ([], {}) if failure else _read_outputs(output_dir)
+    outputs, metrics = ([], {}) if failure else read_outputs(output_dir)
     result = StepResult(
         step=request.step,
         status="failed" if failure else "succeeded",

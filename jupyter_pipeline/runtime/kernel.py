@@ -27,9 +27,17 @@ __all__ = [
     "UnserializableValue",
     "load_inputs",
     "save_outputs",
+    "state_key",
 ]
 
 STATE_PREFIX = "__state__:"
+
+
+def state_key(name: str) -> str:
+    """The input/output key under which a global-state pseudo-variable travels."""
+    return STATE_PREFIX + name
+
+
 OUTPUTS_FILE = "outputs.json"
 METRICS_FILE = "metrics.json"
 

@@ -9,6 +9,7 @@ import nbformat
 from nbformat import NotebookNode
 
 from jupyter_pipeline.model import Pipeline
+from jupyter_pipeline.runtime.kernel import state_key
 
 __all__ = [
     "DEFINITIONS_TAG",
@@ -26,7 +27,6 @@ DEFINITIONS_TAG = "jupyter-pipeline-definitions"
 LOAD_TAG = "jupyter-pipeline-load"
 SAVE_TAG = "jupyter-pipeline-save"
 META_KEY = "jupyter_pipeline"
-STATE_PREFIX = "__state__:"
 _KERNEL_MODULE = "jupyter_pipeline.runtime.kernel"
 # Tags of user cells that must not run again inside a step (the generated parameters cell
 # already defines their names, and re-running them would undo papermill's injection).
@@ -94,8 +94,8 @@ def build_step_notebook(
         "kernelspec",
         {"name": pipeline.kernel_name, "display_name": "Python 3", "language": "python"},
     )
-    inputs = list(step.inputs) + [STATE_PREFIX + s for s in step.state_inputs]
-    outputs = list(step.outputs) + [STATE_PREFIX + s for s in step.state_outputs]
+    inputs = list(step.inputs) + [state_key(s) for s in step.state_inputs]
+    outputs = list(step.outputs) + [state_key(s) for s in step.state_outputs]
     metrics = list(step.metrics) if step.role == "metrics" else []
     nb.metadata[META_KEY] = {
         "step": step.name,

@@ -384,13 +384,6 @@ class RunStore:
             ).fetchone()
         return bool(row and row[0])
 
-    def delete_run(self, run_id: str) -> None:
-        """Forget a run (its files are left alone)."""
-        run_id = self.resolve_id(run_id)
-        with self._transaction() as cur:
-            cur.execute("DELETE FROM steps WHERE run_id=?", (run_id,))
-            cur.execute("DELETE FROM runs WHERE id=?", (run_id,))
-
     # ------------------------------------------------------------------ reads
 
     def resolve_id(self, run_id: str) -> str:

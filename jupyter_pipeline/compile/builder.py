@@ -43,6 +43,8 @@ __all__ = [
     "StepComponent",
     "build_pipeline_func",
     "compile_package",
+    "display_names",
+    "function_names",
 ]
 
 _PY_TYPES: dict[ParameterType, str] = {
@@ -81,6 +83,7 @@ class StepComponent:
     html: str | None = "executed_notebook_html"
     image: str = DEFAULT_IMAGE
     packages: list[str] | None = None
+    producers: dict[str, str] = field(default_factory=dict)  # input var → producing step
 
 
 @dataclass
@@ -175,7 +178,16 @@ def _apply_limits(task: Any, step: Step) -> None:
             ) from None
 
 
-def _display_names(pipeline: Pipeline) -> dict[str, str]:
+def function_names(pipeline: Pipeline) -> dict[str, str]:
+    """Each step's component function name; its KFP task key is the same with ``-`` for ``_``.
+
+    The KFP runner maps task states back onto steps with it, so both sides name alike.
+    """
+    taken: set[str] = set()
+    return {step.name: _identifier(step.name, taken) for step in pipeline.steps}
+
+
+def display_names(pipeline: Pipeline) -> dict[str, str]:
     """Display names as tagged, made unique (a reused tag name shows as the step's name)."""
     seen: set[str] = set()
     out = {}
@@ -197,11 +209,11 @@ def _plan_components(
     html: bool,
 ) -> dict[str, StepComponent]:
     kinds = infer_artifact_kinds(pipeline, nb)
-    displays = _display_names(pipeline)
-    functions: set[str] = set()
+    displays = display_names(pipeline)
+    functions = function_names(pipeline)
     plans: dict[str, StepComponent] = {}
     for step in pipeline.steps:
-        fn = _identifier(step.name, functions)
+        fn = functions[step.name]
         taken: set[str] = set()
         plan = StepComponent(
             step=step.name,
@@ -237,6 +249,7 @@ def _plan_components(
                     f"step {step.name!r} reads {var!r} but the analysis names no step that "
                     "produces it; fix the diagnostics reported by `jupyter-pipeline analyze`"
                 )
+            plan.producers[var] = producer
             plan.kinds[plan.inputs[var]] = kinds.get((producer, var), "Artifact")
         if config.packages == "pip":
             plan.packages = [
@@ -292,20 +305,12 @@ def _component_spec(
     step_nb.get("metadata", {}).get("jupyter_pipeline", {})["source_notebook"] = Path(
         pipeline.notebook
     ).name
-    producers = {
-        var: (
-            step.state_inputs.get(var[len(STATE_PREFIX) :])
-            if var.startswith(STATE_PREFIX)
-            else step.input_sources.get(var)
-        )
-        for var in plan.inputs
-    }
     return {
         "step": step.name,
         "display_name": plan.display_name,
         "source_notebook": Path(pipeline.notebook).name,
         "notebook": step_nb,
-        "producers": producers,
+        "producers": plan.producers,
         "parameters": plan.parameters,
         "inputs": plan.inputs,
         "outputs": plan.outputs,
@@ -341,15 +346,7 @@ def _make_component(plan: StepComponent, source: str, dsl: Any) -> Any:
 def _pipeline_signature(pipeline: Pipeline) -> inspect.Signature:
     params = []
     for p in pipeline.parameters:
-        annotation = {
-            ParameterType.int: int,
-            ParameterType.float: float,
-            ParameterType.str: str,
-            ParameterType.bool: bool,
-            ParameterType.list: list,
-            ParameterType.dict: dict,
-            ParameterType.none: str,
-        }[p.type]
+        annotation = getattr(builtins, _PY_TYPES[p.type])
         params.append(
             inspect.Parameter(
                 p.name,
@@ -433,10 +430,7 @@ def build_pipeline_func(
             plan = plans[step.name]
             kwargs: dict[str, Any] = {arg: values[p] for p, arg in plan.parameters.items()}
             for var, arg in plan.inputs.items():
-                if var.startswith(STATE_PREFIX):
-                    producer = step.state_inputs[var[len(STATE_PREFIX) :]]
-                else:
-                    producer = step.input_sources[var]
+                producer = plan.producers[var]
                 kwargs[arg] = tasks[producer].outputs[plans[producer].outputs[var]]
             task = components[step.name](**kwargs)
             plan.task = task.name  # the task's key in the DAG, as kfp named it

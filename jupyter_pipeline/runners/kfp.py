@@ -519,13 +519,12 @@ class KfpRunner:
 
 def _task_names(pipeline: Pipeline) -> dict[str, str]:
     """KFP task display names and task keys → step names (as the compiler names them)."""
-    from jupyter_pipeline.compile.builder import _display_names, _identifier
+    from jupyter_pipeline.compile.builder import display_names, function_names
 
     out: dict[str, str] = {}
-    taken: set[str] = set()
-    for step in pipeline.steps:
-        out[step.name] = step.name
-        out[_identifier(step.name, taken).replace("_", "-")] = step.name
-    for step_name, display in _display_names(pipeline).items():
+    for step_name, function in function_names(pipeline).items():
+        out[step_name] = step_name
+        out[function.replace("_", "-")] = step_name
+    for step_name, display in display_names(pipeline).items():
         out[display] = step_name
     return out

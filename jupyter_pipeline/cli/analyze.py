@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from jupyter_pipeline.cli.common import where
 from jupyter_pipeline.model import EdgeKind, Pipeline, Severity
 
 _SEVERITY_STYLE = {Severity.error: "bold red", Severity.warning: "yellow", Severity.info: "cyan"}
@@ -141,12 +142,10 @@ def print_report(pipeline: Pipeline) -> None:
     if pipeline.diagnostics:
         console.print("[bold]diagnostics[/bold]")
         for d in pipeline.diagnostics:
-            where = ""
-            if d.cell is not None:
-                where = f"cell {d.cell}" + (f", line {d.line}" if d.line else "") + ": "
             style = _SEVERITY_STYLE[d.severity]
             console.print(
-                f"  [{style}]{d.severity.value}[/{style}] {where}{d.message} [dim]({d.code})[/dim]"
+                f"  [{style}]{d.severity.value}[/{style}] {where(d)}{d.message} "
+                f"[dim]({d.code})[/dim]"
             )
     n_err = len(pipeline.errors)
     n_warn = sum(1 for d in pipeline.diagnostics if d.severity is Severity.warning)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jupyter_pipeline.model import Pipeline, Severity
+from jupyter_pipeline.model import Diagnostic, Pipeline, Severity
+
+
+def where(d: Diagnostic) -> str:
+    """``cell N, line L: `` for a diagnostic pinned to a cell, else ``""``."""
+    if d.cell is None:
+        return ""
+    return f"cell {d.cell}" + (f", line {d.line}" if d.line else "") + ": "
 
 
 def analyze_or_stop(args: argparse.Namespace, action: str, *, include_info: bool) -> Pipeline:
@@ -25,10 +32,7 @@ def analyze_or_stop(args: argparse.Namespace, action: str, *, include_info: bool
     for d in pipeline.diagnostics:
         if d.severity is Severity.info and not include_info:
             continue
-        where = ""
-        if d.cell is not None:
-            where = f"cell {d.cell}" + (f", line {d.line}" if d.line else "") + ": "
-        line = f"{args.notebook}: {where}{d.severity.value}: {d.message} [{d.code}]"
+        line = f"{args.notebook}: {where(d)}{d.severity.value}: {d.message} [{d.code}]"
         print(line, file=sys.stderr)
     if pipeline.errors:
         raise UsageError(

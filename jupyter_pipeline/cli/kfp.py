@@ -7,11 +7,10 @@ other commands start fast.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
-from jupyter_pipeline.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
+from jupyter_pipeline.cli import EXIT_OK, UsageError
 from jupyter_pipeline.cli.analyze import add_split_option
 from jupyter_pipeline.cli.common import analyze_or_stop
 
@@ -198,7 +197,7 @@ def _step_line(run: Any, step: str) -> str:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """``jupyter-pipeline submit NB --host URL …``."""
-    from jupyter_pipeline.cli.run import parse_parameters
+    from jupyter_pipeline.cli.run import _exit_code, parse_parameters
     from jupyter_pipeline.compile import CompileError
     from jupyter_pipeline.notebook import read_notebook
     from jupyter_pipeline.runners.base import ParameterError
@@ -256,7 +255,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
         run = runner.watch(run.id, on_event)
     except (KfpError, ParameterError, CompileError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(str(exc)) from None
     print(f"run {run.id} {run.state.value}" + (f": {run.error}" if run.error else ""))
-    return EXIT_OK if run.state.value == "succeeded" else EXIT_FAILURE
+    return _exit_code(run)

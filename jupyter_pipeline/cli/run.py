@@ -248,6 +248,8 @@ class _Progress:
 
 
 def _print_failures(run: Run, notebook: str | Path) -> None:
+    if not any(s.state.value == "failed" for s in run.steps):
+        return  # nothing to show: don't read and parse the notebook for it
     import nbformat
 
     try:

@@ -102,3 +102,24 @@ def write_nb(path: Path, cells: list[nbformat.NotebookNode]) -> Path:
 def file_digest(path: Path) -> str:
     """sha256 of a file's bytes (to prove a notebook was not rewritten)."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def cmdline(proc: Any) -> str:
+    """The command line of a psutil process, or "" once it has exited (or is a zombie)."""
+    import psutil
+
+    # A kernel spawns short-lived helpers of its own; one may exit between listing and reading.
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:
+        return ""
+
+
+def alive(proc: Any) -> bool:
+    """True while a psutil process runs (a zombie waiting for its reaper counts as gone)."""
+    import psutil
+
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -14,9 +14,9 @@ import nbformat
 import papermill
 import psutil
 import pytest
+from helpers import alive, cmdline, write_nb
 from helpers import code_cell as _cell
 from helpers import file_digest as _digest
-from helpers import write_nb
 from nbformat.v4 import new_markdown_cell
 
 from jupyter_pipeline.cli import main
@@ -151,9 +151,12 @@ def _start_cli_run(tmp_path: Path) -> tuple[subprocess.Popen, RunStore, str]:
             if runs and runs[0].steps[1].state is RunState.running:
                 extra = store.step_extra(runs[0].id, "slow")
                 if extra["kernel_pid"]:
-                    kernel = psutil.Process(extra["kernel_pid"])
                     # Wait until the step spawned its child, so we test that it dies too.
-                    if any("sleep" in " ".join(c.cmdline()) for c in kernel.children()):
+                    try:
+                        children = psutil.Process(extra["kernel_pid"]).children()
+                    except psutil.NoSuchProcess:
+                        children = []
+                    if any("sleep" in cmdline(c) for c in children):
                         return proc, store, runs[0].id
             store.close()
         assert proc.poll() is None, "the runner exited early"
@@ -170,15 +173,8 @@ def _family(store: RunStore, run_id: str) -> list[psutil.Process]:
 
 def _all_gone(procs: list[psutil.Process]) -> bool:
     """True once every process has exited (a zombie waiting for its reaper counts as gone)."""
-
-    def running(p: psutil.Process) -> bool:
-        try:
-            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
-
     deadline = time.time() + 15
-    while any(running(p) for p in procs):
+    while any(alive(p) for p in procs):
         if time.time() > deadline:
             return False
         time.sleep(0.1)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from jupyter_pipeline.analysis import analyze_notebook
-from jupyter_pipeline.compile import KfpConfig, compile_pipeline
+from jupyter_pipeline.compile import CompileError, KfpConfig, compile_pipeline
 from jupyter_pipeline.model import RunState
 from jupyter_pipeline.runners.base import ParameterError
 from jupyter_pipeline.runners.kfp import KfpError, KfpRunner, cron_expression, map_state
@@ -302,3 +302,47 @@ def test_cli_submit_failures_exit_2_with_one_line(tmp_path, capsys, monkeypatch)
         assert code == 2 and "only the v1 API" in err
     code, err = run()
     assert code == 2 and "no KFP host" in err
+
+
+# ---------------------------------------------------------------------------- compile first
+
+
+def _write(tmp_path, name, *cells):
+    from tests.helpers import nb
+
+    path = tmp_path / name
+    import nbformat
+
+    nbformat.write(nb(*cells), path)
+    return path
+
+
+def test_uncompilable_pipeline_never_reaches_the_cluster(tmp_path, store, cluster):
+    """Compilation happens before the experiment is created: a bad notebook leaves nothing."""
+    path = _write(tmp_path, "bad.ipynb", ("print(undefined_name)", ["step:one"]))
+    bad = analyze_notebook(path)
+    assert bad.errors
+    runner = runner_for(cluster.url, store)
+    with pytest.raises(CompileError):
+        runner.submit(bad, path)
+    with pytest.raises(CompileError):
+        runner.schedule(bad, path, "0 6 * * *")
+    assert cluster.requests == []  # not even a healthz: the cluster is contacted after compiling
+    assert store.list_runs() == []
+
+
+def test_cli_submit_of_an_uncompilable_notebook_creates_no_experiment(tmp_path, capsys):
+    from jupyter_pipeline.cli import main
+
+    db = str(tmp_path / "runs.db")
+    # Analysis is clean; only the compiler can refuse this resource.
+    path = _write(tmp_path, "limit.ipynb", ("a = 1", ["step:one", "limit:bogus:1"]))
+    with KfpStandIn() as standin:
+        for extra in ([], ["--schedule", "0 6 * * *"]):
+            capsys.readouterr()
+            code = main(["submit", str(path), "--host", standin.url, "--store", db, *extra])
+            err = capsys.readouterr().err
+            assert code == 2, err
+            assert "limit:bogus:1" in err and err.count("\n") == 1
+        assert standin.sent("POST", "/apis/v2beta1/experiments") == []
+        assert standin.requests == []

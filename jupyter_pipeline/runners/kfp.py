@@ -324,10 +324,12 @@ class KfpRunner:
             CompileError: The pipeline cannot be compiled.
         """
         values = resolve_parameters(pipeline, parameters)
-        experiment_id = self._experiment_id(pipeline, experiment)
         name = run_name or f"{pipeline.name} {datetime.now():%Y-%m-%d %H-%M-%S}"
         with tempfile.TemporaryDirectory() as tmp:
+            # Compile before contacting the cluster: a notebook that cannot compile must not
+            # leave an experiment (or anything else) behind.
             package = self._package(pipeline, source_nb_path, tmp, **compile_options)
+            experiment_id = self._experiment_id(pipeline, experiment)
             result = self._call(
                 "create the run",
                 lambda: self.client.run_pipeline(
@@ -369,9 +371,9 @@ class KfpRunner:
         """
         cron6 = cron_expression(cron)
         values = resolve_parameters(pipeline, parameters)
-        experiment_id = self._experiment_id(pipeline, experiment)
         with tempfile.TemporaryDirectory() as tmp:
             package = self._package(pipeline, source_nb_path, tmp, **compile_options)
+            experiment_id = self._experiment_id(pipeline, experiment)  # after compiling
             rec = self._call(
                 "create the recurring run",
                 lambda: self.client.create_recurring_run(

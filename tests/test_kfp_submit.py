@@ -346,3 +346,35 @@ def test_cli_submit_of_an_uncompilable_notebook_creates_no_experiment(tmp_path, 
             assert "limit:bogus:1" in err and err.count("\n") == 1
         assert standin.sent("POST", "/apis/v2beta1/experiments") == []
         assert standin.requests == []
+
+
+def test_compile_and_submit_read_and_analyze_the_notebook_once(tmp_path, capsys, monkeypatch):
+    import nbformat
+
+    import jupyter_pipeline.analysis as analysis
+    from jupyter_pipeline.cli import main
+
+    for name in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_TOKEN", "JUPYTER_PIPELINE_KFP_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    counts = {"read": 0, "analyze": 0}
+    reads, parse = nbformat.reads, analysis.parse_notebook
+
+    def counting_reads(*a, **k):
+        counts["read"] += 1
+        return reads(*a, **k)
+
+    def counting_parse(*a, **k):
+        counts["analyze"] += 1
+        return parse(*a, **k)
+
+    monkeypatch.setattr(nbformat, "reads", counting_reads)
+    monkeypatch.setattr(analysis, "parse_notebook", counting_parse)
+    assert main(["compile", str(NB), "-o", str(tmp_path / "nb.yaml")]) == 0
+    assert counts == {"read": 1, "analyze": 1}
+    counts.update(read=0, analyze=0)
+    with KfpStandIn() as standin:
+        db = str(tmp_path / "runs.db")
+        assert main(["submit", str(NB), "--host", standin.url, "--store", db]) == 0
+        assert main(["submit", str(NB), "--host", standin.url, "--store", db,
+                     "--schedule", "0 6 * * *"]) == 0  # fmt: skip
+    assert counts == {"read": 2, "analyze": 2}

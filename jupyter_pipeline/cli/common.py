@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nbformat import NotebookNode
+
 from jupyter_pipeline.model import Diagnostic, Pipeline, Severity
 
 
@@ -15,20 +17,31 @@ def where(d: Diagnostic) -> str:
     return f"cell {d.cell}" + (f", line {d.line}" if d.line else "") + ": "
 
 
-def analyze_or_stop(args: argparse.Namespace, action: str, *, include_info: bool) -> Pipeline:
+def analyze_or_stop(
+    args: argparse.Namespace, action: str, *, include_info: bool, nb: NotebookNode | None = None
+) -> Pipeline:
     """Analyze ``args.notebook``, print its diagnostics, stop on errors.
 
     Diagnostics go to stderr as ``NB: cell N, line L: severity: message [code]``. A run shows
     only what needs action (``include_info=False``); compiling also shows what the compiled
     pipeline does about the notebook (replayed state, carried RNG state…).
 
+    Args:
+        args: The parsed command line (``notebook``, ``split``).
+        action: What errors stop, for the message ("compiling").
+        include_info: Also print info diagnostics.
+        nb: The notebook, when the caller has read it already (it is not read again).
+
     Raises:
         UsageError: The analysis found errors (exit 2), after printing them.
     """
-    from jupyter_pipeline.analysis import analyze_notebook
+    from jupyter_pipeline.analysis import analyze, analyze_notebook
     from jupyter_pipeline.cli import UsageError
 
-    pipeline = analyze_notebook(args.notebook, split=args.split)
+    if nb is None:
+        pipeline = analyze_notebook(args.notebook, split=args.split)
+    else:
+        pipeline = analyze(nb, path=str(args.notebook), split=args.split)
     for d in pipeline.diagnostics:
         if d.severity is Severity.info and not include_info:
             continue

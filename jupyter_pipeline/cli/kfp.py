@@ -156,7 +156,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from jupyter_pipeline.notebook import read_notebook
 
     nb = read_notebook(args.notebook)
-    pipeline = analyze_or_stop(args, "compiling", include_info=True)
+    pipeline = analyze_or_stop(args, "compiling", include_info=True, nb=nb)
     config = _config(args, nb)
     out = Path(args.output) if args.output else Path(Path(args.notebook).stem + ".yaml")
     try:
@@ -204,7 +204,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from jupyter_pipeline.runners.kfp import KfpError, KfpRunner
 
     nb = read_notebook(args.notebook)
-    pipeline = analyze_or_stop(args, "submitting", include_info=True)
+    pipeline = analyze_or_stop(args, "submitting", include_info=True, nb=nb)
     overrides = parse_parameters(args.parameter)
     config = _config(
         args,
@@ -230,6 +230,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 overrides,
                 name=args.run_name,
                 experiment=args.experiment,
+                source_nb=nb,
                 **kwargs,
             )
             print(f"scheduled recurring run {rec['id']} (cron {rec['cron']}): {rec['url']}")
@@ -241,6 +242,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             run_name=args.run_name,
             experiment=args.experiment,
             enable_caching=False if args.no_cache else None,
+            source_nb=nb,
             **kwargs,
         )
         print(f"submitted run {run.id} (KFP run {run.external_id}): {run.url}")

@@ -24,6 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from nbformat import NotebookNode
+
 from jupyter_pipeline.compile.config import KfpConfig, load_config
 from jupyter_pipeline.model import Pipeline, Run, RunState
 from jupyter_pipeline.runners.base import RunEvent, resolve_parameters
@@ -286,11 +288,13 @@ class KfpRunner:
         )
         return exp.experiment_id
 
-    def _package(self, pipeline: Pipeline, source_nb: Any, tmp: str, **compile_options: Any) -> str:
+    def _package(
+        self, pipeline: Pipeline, source_nb: NotebookNode | str | Path, tmp: str, **options: Any
+    ) -> str:
         from jupyter_pipeline.compile import write_yaml
 
         path = str(Path(tmp) / "pipeline.yaml")
-        write_yaml(pipeline, source_nb, path, config=self.config, **compile_options)
+        write_yaml(pipeline, source_nb, path, config=self.config, **options)
         return path
 
     def submit(
@@ -302,6 +306,7 @@ class KfpRunner:
         run_name: str | None = None,
         experiment: str | None = None,
         enable_caching: bool | None = None,
+        source_nb: NotebookNode | None = None,
         **compile_options: Any,
     ) -> Run:
         """Compile and submit a run; record it (queued) in the run store.
@@ -313,6 +318,7 @@ class KfpRunner:
             run_name: KFP run name (default: pipeline name and time).
             experiment: Experiment name (default: config, notebook metadata, "Default").
             enable_caching: Override every step's caching for this run.
+            source_nb: The notebook already read from ``source_nb_path`` (not read again).
             **compile_options: Passed to the compiler (``image``, ``packages_mode``…).
 
         Returns:
@@ -328,7 +334,7 @@ class KfpRunner:
         with tempfile.TemporaryDirectory() as tmp:
             # Compile before contacting the cluster: a notebook that cannot compile must not
             # leave an experiment (or anything else) behind.
-            package = self._package(pipeline, source_nb_path, tmp, **compile_options)
+            package = self._package(pipeline, source_nb or source_nb_path, tmp, **compile_options)
             experiment_id = self._experiment_id(pipeline, experiment)
             result = self._call(
                 "create the run",
@@ -359,9 +365,12 @@ class KfpRunner:
         *,
         name: str | None = None,
         experiment: str | None = None,
+        source_nb: NotebookNode | None = None,
         **compile_options: Any,
     ) -> dict[str, str]:
         """Create a recurring run on a cron schedule.
+
+        Arguments are those of :meth:`submit`; ``cron`` has 5 fields (or KFP's 6).
 
         Returns:
             ``{"id": recurring run id, "cron": the 6-field cron sent, "url": UI link}``.
@@ -372,7 +381,7 @@ class KfpRunner:
         cron6 = cron_expression(cron)
         values = resolve_parameters(pipeline, parameters)
         with tempfile.TemporaryDirectory() as tmp:
-            package = self._package(pipeline, source_nb_path, tmp, **compile_options)
+            package = self._package(pipeline, source_nb or source_nb_path, tmp, **compile_options)
             experiment_id = self._experiment_id(pipeline, experiment)  # after compiling
             rec = self._call(
                 "create the recurring run",

@@ -292,7 +292,7 @@ def test_prev_edge_without_data_becomes_a_dependency():
     assert package.pipeline_spec["root"]["dag"]["tasks"]["after"]["dependentTasks"] == ["write"]
 
 
-def test_image_precedence_tag_then_notebook_then_cli_then_config():
+def test_image_precedence_tag_then_cli_then_notebook_then_config():
     cells = (("a = 1", ["step:tagged", "image:reg/tagged:1"]), ("print(a)", ["step:plain"]))
     nb = make_nb(*cells)
     _, package = compiled(nb, image="reg/cli:1", config=KfpConfig(image="reg/config:1"))
@@ -301,10 +301,46 @@ def test_image_precedence_tag_then_notebook_then_cli_then_config():
     assert executor(spec, "plain")["image"] == "reg/cli:1"
     _, package = compiled(nb, config=KfpConfig(image="reg/config:1"))
     assert executor(package.pipeline_spec, "plain")["image"] == "reg/config:1"
-    kale = make_nb(*cells, metadata={"kubeflow_notebook": {"docker_image": "reg/notebook:1"}})
-    _, package = compiled(kale, image="reg/cli:1")
-    assert executor(package.pipeline_spec, "plain")["image"] == "reg/notebook:1"
-    assert executor(package.pipeline_spec, "tagged")["image"] == "reg/tagged:1"
+    # The notebook's default (Kale's docker_image or jupyter_pipeline.kfp.image) is below the
+    # command line and above the configured default.
+    for meta in (
+        {"kubeflow_notebook": {"docker_image": "reg/notebook:1"}},
+        {"jupyter_pipeline": {"kfp": {"image": "reg/notebook:1"}}},
+    ):
+        with_meta = make_nb(*cells, metadata=meta)
+        _, package = compiled(with_meta, image="reg/cli:1", config=KfpConfig(image="reg/c:1"))
+        assert executor(package.pipeline_spec, "plain")["image"] == "reg/cli:1"
+        assert executor(package.pipeline_spec, "tagged")["image"] == "reg/tagged:1"
+        _, package = compiled(with_meta, config=KfpConfig(image="reg/config:1"))
+        assert executor(package.pipeline_spec, "plain")["image"] == "reg/notebook:1"
+
+
+def test_cli_image_order_with_config_file_and_environment(tmp_path, monkeypatch, capsys):
+    from jupyter_pipeline.cli import main
+
+    config = tmp_path / "kfp.toml"
+    config.write_text('image = "reg/file:1"\n')
+    monkeypatch.setenv("JUPYTER_PIPELINE_KFP_CONFIG", str(config))
+    monkeypatch.setenv("JUPYTER_PIPELINE_IMAGE", "reg/env:1")
+    cells = (("a = 1", ["step:one"]),)
+    plain, with_meta = tmp_path / "plain.ipynb", tmp_path / "meta.ipynb"
+    nbformat.write(make_nb(*cells), plain)
+    nbformat.write(
+        make_nb(*cells, metadata={"jupyter_pipeline": {"kfp": {"image": "reg/nb:1"}}}), with_meta
+    )
+    out = tmp_path / "o.yaml"
+
+    def image(*args):
+        assert main(["compile", *args, "-o", str(out)]) == 0
+        spec = next(yaml.safe_load_all(out.read_text()))
+        return executor(spec, "one")["image"]
+
+    assert image(str(with_meta), "--image", "reg/cli:1") == "reg/cli:1"
+    assert image(str(with_meta)) == "reg/nb:1"
+    assert image(str(plain)) == "reg/env:1"
+    monkeypatch.delenv("JUPYTER_PIPELINE_IMAGE")
+    assert image(str(plain)) == "reg/file:1"
+    capsys.readouterr()
 
 
 def test_pip_mode_installs_only_each_steps_own_imports():

@@ -82,7 +82,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _compile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--image", help="step image when neither an image: tag nor the notebook sets one"
+        "--image",
+        help="step image for steps without an image: tag (overrides the notebook's default, "
+        "the config and JUPYTER_PIPELINE_IMAGE)",
     )
     add_split_option(p)
     p.add_argument(

@@ -140,14 +140,15 @@ def _state_arg(var: str) -> str:
 def _image_for(
     step: Step, pipeline: Pipeline, nb_image: str | None, config: KfpConfig, override: str | None
 ) -> str:
-    # Most specific wins: the step's image: tag, then the notebook's default, then the
-    # command line, then the configured default (an image that holds the project) — or, when
-    # steps pip-install what they need, a plain Python image.
+    # The step's image: tag (the cell knows best), then the command line (asked for this
+    # compile), then the notebook's default (Kale's docker_image or jupyter_pipeline.kfp.image),
+    # then the configured default (config file, JUPYTER_PIPELINE_IMAGE: an image that holds
+    # the project) — or, when steps pip-install what they need, a plain Python image.
     if config.packages == "pip":
         fallback = config.base_image or f"python:{sys.version_info.major}.{sys.version_info.minor}"
     else:
         fallback = config.image or DEFAULT_IMAGE
-    return step.settings.image or pipeline.image or nb_image or override or fallback
+    return step.settings.image or override or pipeline.image or nb_image or fallback
 
 
 def _apply_limits(task: Any, step: Step) -> None:
@@ -377,7 +378,7 @@ def build_pipeline_func(
     Args:
         pipeline: The analyzed pipeline (error diagnostics stop compilation).
         source_nb: The notebook it came from (node or path).
-        image: Command-line image override (below ``image:`` tags and the notebook default).
+        image: Command-line image: below a step's ``image:`` tag, above the notebook's default.
         packages_mode: ``"image"`` (default: the image already holds the project and the
             packages) or ``"pip"`` (each step pip-installs the project plus only what its
             own imports need, on ``config.base_image``).

@@ -10,6 +10,13 @@ Settings come from, lowest precedence first:
    ``KF_PIPELINES_COOKIES``, ``KF_PIPELINES_NAMESPACE``, ``JUPYTER_PIPELINE_IMAGE``);
 4. command-line options.
 
+The step image is the one exception: a notebook's own default image (its metadata here,
+or Kale's ``docker_image``) ranks above the configured defaults (the file's ``image`` and
+``JUPYTER_PIPELINE_IMAGE``), since the notebook knows which packages it needs, and below
+``--image``. In full, most specific first: a cell's ``image:`` tag, ``--image``, the
+notebook's default, ``JUPYTER_PIPELINE_IMAGE``, the config file's ``image``, the built-in
+:data:`DEFAULT_IMAGE` (see :func:`jupyter_pipeline.compile.builder.build_pipeline_func`).
+
 Example ``kfp.toml``::
 
     host = "https://kubeflow.example.com/pipeline"

@@ -8,8 +8,8 @@ For each corpus notebook (default: every ``tests/data/corpus/*.ipynb``):
    folder) to learn which outputs are stable;
 3. run it as a pipeline with :class:`~jupyter_pipeline.runners.local.LocalRunner` (no cache)
    and merge the steps' outputs back into the cells;
-4. compare every stable cell: text outputs (stdout, results, errors) and image data
-   (``image/png`` base64, ``image/svg+xml``) must be equal.
+4. compare every stable cell: text outputs (stdout, results, errors) and image
+   fingerprints (PNG, JPEG, SVG: ``runners.verify.image_fingerprints``) must be equal.
 
 Normalized before comparing, because they differ between *any* two runs: execution counts
 (never compared), memory addresses in reprs (``at 0x7f…``) and the numbers of IPython's
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import hashlib
 import json
 import os
 import re
@@ -76,20 +75,15 @@ def cell_outputs(cell: dict[str, Any]) -> dict[str, list[str]]:
 
     Returns:
         ``text`` (stdout, results, errors — addresses and timings masked), ``stderr`` and
-        ``images`` (full image payloads, in display order).
+        ``images`` (one fingerprint per image, in display order: see
+        :func:`jupyter_pipeline.runners.verify.image_fingerprints`).
     """
-    from jupyter_pipeline.runners.verify import text_outputs
+    from jupyter_pipeline.runners.verify import image_fingerprints, text_outputs
 
     outputs = [normalize(t) for t in text_outputs(cell, stderr=True, images=False)]
     text = [t for t in outputs if not t.startswith("[stderr]")]
     stderr = [t for t in outputs if t.startswith("[stderr]")]
-    images = []
-    for o in cell.get("outputs", []):
-        data = o.get("data") or {}
-        for mime in ("image/png", "image/svg+xml", "image/jpeg"):
-            if mime in data:
-                value = data[mime]
-                images.append(f"{mime}:{''.join(value) if isinstance(value, list) else value}")
+    images = [fp for o in cell.get("outputs", []) for fp in image_fingerprints(o.get("data") or {})]
     return {"text": text, "stderr": stderr, "images": images}
 
 
@@ -228,15 +222,6 @@ def short_diff(expected: list[str], actual: list[str], limit: int = 12) -> str:
     return "\n".join(x if len(x) < 160 else x[:157] + "…" for x in lines)
 
 
-def _image_summary(images: list[str]) -> list[str]:
-    """One short line per image for diffs: its MIME type and a digest of its data."""
-    out = []
-    for image in images:
-        digest = hashlib.sha256(image.encode()).hexdigest()[:12]
-        out.append(f"{image.split(':', 1)[0]} sha256={digest}")
-    return out
-
-
 def straight_run(nb_path: Path, out: Path, kernel: str) -> float:
     """Run ``nb_path`` top to bottom with papermill (cwd = its folder); return seconds."""
     import papermill
@@ -357,8 +342,8 @@ def measure(
         if cr.equal:
             result.equal += 1
         else:
-            exp = ref[0]["text"] + _image_summary(ref[0]["images"])
-            act = got["text"] + _image_summary(got["images"])
+            exp = ref[0]["text"] + ref[0]["images"]
+            act = got["text"] + got["images"]
             cr.diff = short_diff(exp, act)
             result.differing.append(cr)
     return result

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from jupyter_pipeline.runners.verify import image_fingerprints
+
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "data" / "corpus"
 
@@ -56,7 +58,7 @@ def test_cell_outputs_compare_text_images_and_mask_addresses() -> None:
     out = fidelity.cell_outputs(cell)
     assert out["text"] == ["[stdout] a\nb\n", "[result] <Figure at 0x…>"]
     assert out["stderr"] == ["[stderr] warn\n"]
-    assert out["images"] == ["image/png:iVBORw0KGgo="]
+    assert out["images"] == image_fingerprints({"image/png": "iVBORw0KGgo="})
     other = {"outputs": [dict(cell["outputs"][3], data={"image/png": "iVBORw0KGgp="})]}
     assert fidelity.cell_outputs(other)["images"] != out["images"]
 

@@ -9,13 +9,17 @@ any two runs.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CellDiff", "compare_notebooks", "text_outputs"]
+__all__ = ["IMAGE_MIMES", "CellDiff", "compare_notebooks", "image_fingerprints", "text_outputs"]
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{6,}")
+# Image types a cell output can carry, in the order they are fingerprinted.
+IMAGE_MIMES = ("image/png", "image/jpeg", "image/svg+xml")
 
 
 @dataclass
@@ -52,6 +56,19 @@ def _text(value: Any) -> str:
     return "".join(value) if isinstance(value, list) else str(value)
 
 
+def image_fingerprints(data: Mapping[str, Any]) -> list[str]:
+    """One line per image in an output's ``data``: ``[MIME] <sha256 prefix>``.
+
+    Equal lines mean equal image payloads (a list of lines and the joined string are the
+    same image); the line is short enough for a diff.
+    """
+    return [
+        f"[{mime}] {hashlib.sha256(_text(data[mime]).encode()).hexdigest()[:16]}"
+        for mime in IMAGE_MIMES
+        if mime in data
+    ]
+
+
 def text_outputs(cell: dict[str, Any], *, stderr: bool = False, images: bool = False) -> list[str]:
     """The comparable outputs of one cell, one string per kind, in order.
 
@@ -61,7 +78,7 @@ def text_outputs(cell: dict[str, Any], *, stderr: bool = False, images: bool = F
         cell: An executed code cell.
         stderr: Include stderr (warnings shown once per process differ between one kernel
             and one kernel per step, so it is off by default).
-        images: Include a fingerprint of each PNG/SVG image.
+        images: Include a fingerprint of each image (:func:`image_fingerprints`).
     """
     out: list[str] = []
     stream: dict[str, str] = {}
@@ -90,12 +107,7 @@ def text_outputs(cell: dict[str, Any], *, stderr: bool = False, images: bool = F
             if "text/plain" in data:
                 out.append("[result] " + _ADDRESS.sub("0x…", _text(data["text/plain"])))
             if images:
-                import hashlib
-
-                for mime in ("image/png", "image/svg+xml"):
-                    if mime in data:
-                        digest = hashlib.sha256(_text(data[mime]).encode()).hexdigest()[:16]
-                        out.append(f"[{mime}] {digest}")
+                out += image_fingerprints(data)
         elif kind == "error":
             out.append(f"[error] {o.get('ename')}: {o.get('evalue')}")
     flush()

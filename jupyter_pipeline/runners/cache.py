@@ -1,27 +1,33 @@
 """Content-addressed step cache for local runs.
 
 A step's key is the hash of everything that decides what it computes: the code of its step
-notebook, the digests of its inputs, the parameter values it is given, the kernel and the
-runtime version. An entry holds the step's saved outputs (hard links to the run's files when
-possible, so caching costs no disk), its executed notebook and its metrics; entries are
-published with an atomic rename, so concurrent runs never see half an entry.
+notebook (its own cells, replayed definitions and parameters — not how it is executed, so
+pre-imports added for pre-warming are left out), the digests of its inputs, the parameter
+values it is given, the content of the data files its cells read by literal path, the
+kernel and the runtime version. An entry holds the step's saved outputs (hard links to the
+run's files when possible, so caching costs no disk), its executed notebook and its
+metrics; entries are published with an atomic rename, so concurrent runs never see half an
+entry.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The first line of the block pre-warming appends to a definitions cell.
+from jupyter_pipeline.runners.prewarm import _MARK as PREIMPORT_MARK
 from jupyter_pipeline.runtime.api import SavedValue
 
-__all__ = ["CacheEntry", "StepCache", "runtime_version", "step_code"]
+__all__ = ["CacheEntry", "StepCache", "files_read", "runtime_version", "step_code"]
 
 _MANIFEST = "manifest.json"
 
@@ -39,13 +45,135 @@ def runtime_version() -> str:
     return f"{__version__}/{extra}" if extra else __version__
 
 
+def _source(cell: Mapping[str, Any]) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else str(src)
+
+
 def step_code(step_nb: Mapping[str, Any]) -> list[str]:
-    """The code of a step notebook: the source of each code cell, in order."""
+    """The code of a step notebook: the source of each code cell, in order.
+
+    What decides the result, not how the step is executed: the block pre-warming appends to
+    the definitions cell (guarded imports of modules the step's cells import anyway; see
+    :mod:`jupyter_pipeline.runners.prewarm`) is cut, and trailing newlines with it, so runs
+    with and without pre-warming share cache entries.
+    """
     out = []
     for cell in step_nb.get("cells", []):
         if cell.get("cell_type") == "code":
-            src = cell.get("source", "")
-            out.append("".join(src) if isinstance(src, list) else str(src))
+            src = _source(cell)
+            cut = src.find("\n" + PREIMPORT_MARK)
+            out.append((src if cut < 0 else src[:cut]).rstrip("\n"))
+    return out
+
+
+def _literal_path(call: Any, full: str | None) -> tuple[str, bool] | None:
+    """``(path, writes)`` when a call reads or writes a file named by a string literal.
+
+    The same rules as the analysis' file diagnostics (``open`` with its mode, and the reader
+    and writer tables of :mod:`jupyter_pipeline.analysis.knowledge`).
+    """
+    from jupyter_pipeline.analysis.knowledge import FILE_READERS, FILE_WRITERS
+
+    if not call.path:
+        return None
+    last = call.path[-1]
+    if full == "open" or (len(call.path) == 1 and last == "open" and full is None):
+        path = call.strings[0] if call.strings else call.kwstrings.get("file")
+        mode = (call.strings[1] if len(call.strings) > 1 else None) or call.kwstrings.get("mode")
+        return (path, any(c in (mode or "r") for c in "wax+")) if path else None
+    for table, writes in ((FILE_WRITERS, True), (FILE_READERS, False)):
+        k = table.get(full or "", table.get(last))
+        if k is None:
+            continue
+        if k == -1:
+            return None  # pathlib methods: the path is the receiver, not a literal argument
+        path = call.strings[k] if k < len(call.strings) else None
+        for key in ("path", "path_or_buf", "filepath_or_buffer", "fname", "filename", "file"):
+            if path is None:
+                path = call.kwstrings.get(key)
+        return (path, writes) if path else None
+    return None
+
+
+def _calls(sources: Iterable[str]) -> Iterable[tuple[Any, str | None]]:
+    """Every call in ``sources`` (function bodies included), with its resolved dotted name."""
+    from jupyter_pipeline.analysis.cells import analyze_cell
+    from jupyter_pipeline.analysis.source import CellSyntaxError, parse_cell
+
+    origins: dict[str, str] = {}  # name bound by an import → what it imports
+    ids = itertools.count(1)
+    for source in sources:
+        try:
+            events = analyze_cell(parse_cell(source), lambda: next(ids)).events
+        except CellSyntaxError:
+            continue
+        for ev in events:
+            info = ev.info
+            if ev.op == "bind" and ev.kind == "import" and getattr(info, "origin", None):
+                origins[ev.name] = info.origin
+            summary = getattr(info, "summary", None)
+            calls = [info] if ev.op == "call" else list(summary.calls) if summary else []
+            for call in calls:
+                path = call.path
+                if path and path[0] in origins:
+                    yield call, ".".join((origins[path[0]], *path[1:]))
+                else:
+                    yield call, None
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    if path.is_dir():  # e.g. a partitioned parquet data set: every file, by relative path
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(str(child.relative_to(path)).encode() + b"\0")
+            h.update(_digest(child).encode())
+        return "dir:" + h.hexdigest()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def files_read(step_nb: Mapping[str, Any], folder: str | Path) -> dict[str, str]:
+    """Content digests of the existing files a step's code reads by literal path.
+
+    A step that reads ``data/train.csv`` computes something else once the file changes, so
+    the file's content is part of its cache key. Paths are found as the analysis finds them
+    for its file diagnostics (``open("x")``, ``pd.read_csv("x")``, ``np.load("x")``…) in the
+    step notebook's code (its cells and replayed definitions); a path the step wrote before
+    reading it is its own output, not an input. Missing files are left out (a step that
+    creates them will do so again).
+
+    Args:
+        step_nb: The step notebook.
+        folder: Where relative paths resolve: the kernel's working directory (the notebook's
+            folder).
+
+    Returns:
+        Path as written → ``sha256`` of the content (a folder: of its files).
+    """
+    written: set[str] = set()
+    out: dict[str, str] = {}
+    sources = [_source(c) for c in step_nb.get("cells", []) if c.get("cell_type") == "code"]
+    for call, full in _calls(sources):
+        found = _literal_path(call, full)
+        if found is None:
+            continue
+        path, writes = found
+        if "\n" in path or "://" in path or len(path) > 400:
+            continue
+        norm = os.path.normpath(path)
+        if writes:
+            written.add(norm)
+            continue
+        if norm in written or path in out:
+            continue
+        target = Path(folder) / os.path.expanduser(path)  # an absolute path stays absolute
+        try:
+            out[path] = _digest(target)
+        except OSError:
+            continue  # missing or unreadable: the step fails or creates it, as in the notebook
     return out
 
 
@@ -80,6 +208,7 @@ class StepCache:
         outputs: list[str],
         kernel_name: str,
         env: Mapping[str, str] | None = None,
+        files: Mapping[str, str] | None = None,
     ) -> str:
         """Hash the things that decide a step's results.
 
@@ -90,6 +219,7 @@ class StepCache:
             outputs: Names the step saves.
             kernel_name: Kernel it runs in.
             env: Environment variables the step sets (``env:`` tags).
+            files: Data files the step reads → content digest (:func:`files_read`).
         """
         payload = json.dumps(
             {
@@ -100,6 +230,7 @@ class StepCache:
                 "outputs": sorted(outputs),
                 "kernel": kernel_name,
                 "env": dict(sorted((env or {}).items())),
+                "files": dict(sorted((files or {}).items())),
             },
             sort_keys=True,
             default=repr,

@@ -37,7 +37,7 @@ import nbformat
 from jupyter_pipeline.model import Pipeline, Run, RunState, Step
 from jupyter_pipeline.notebook import read_notebook
 from jupyter_pipeline.runners.base import EventCallback, RunEvent, resolve_parameters
-from jupyter_pipeline.runners.cache import StepCache, step_code
+from jupyter_pipeline.runners.cache import StepCache, files_read, step_code
 from jupyter_pipeline.runners.prewarm import add_preimports
 from jupyter_pipeline.runtime.api import SavedValue, StepRequest, StepResult
 from jupyter_pipeline.runtime.execute import read_outputs
@@ -535,6 +535,7 @@ class _Execution:
             outputs=node.outputs,
             kernel_name=self.pipeline.kernel_name,
             env=node.step.settings.env,
+            files=files_read(node.step_nb, self.source_path.parent),
         )
 
     def cacheable(self, node: _Node) -> bool:

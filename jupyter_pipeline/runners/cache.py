@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,11 @@ def _calls(sources: Iterable[str]) -> Iterable[tuple[Any, str | None]]:
                     yield call, None
 
 
+# (path, size, mtime_ns, inode) → content digest: a big data file is hashed once per
+# process while it stays untouched (a server runs a notebook many times).
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
 def _digest(path: Path) -> str:
     h = hashlib.sha256()
     if path.is_dir():  # e.g. a partitioned parquet data set: every file, by relative path
@@ -129,10 +135,19 @@ def _digest(path: Path) -> str:
             h.update(str(child.relative_to(path)).encode() + b"\0")
             h.update(_digest(child).encode())
         return "dir:" + h.hexdigest()
+    st = path.stat()
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if memo in _DIGESTS:
+        return _DIGESTS[memo]
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()
+    digest = h.hexdigest()
+    # A file changed within the clock's granularity of its last write could keep its
+    # mtime: remember only files untouched for a while (git's "racily clean" rule).
+    if time.time_ns() - st.st_mtime_ns > 2_000_000_000:
+        _DIGESTS[memo] = digest
+    return digest
 
 
 def files_read(step_nb: Mapping[str, Any], folder: str | Path) -> dict[str, str]:

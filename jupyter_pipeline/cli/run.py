@@ -51,10 +51,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", help=store_help)
     p.set_defaults(handler=cmd_run)
 
-    p = sub.add_parser("runs", help="list recent runs")
+    p = sub.add_parser(
+        "runs",
+        help="list recent runs, or prune old ones",
+        description="List recent runs. With --prune, delete old finished runs (records, run "
+        "folders, and the cache entries no remaining run uses); queued and running runs are "
+        "never deleted.",
+    )
     p.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--store", help=store_help)
+    p.add_argument("--prune", action="store_true", help="delete old finished runs (see --keep)")
+    p.add_argument(
+        "--keep", type=int, metavar="N", help="with --prune: keep the N newest finished runs"
+    )
+    p.add_argument(
+        "--older-than",
+        type=float,
+        metavar="DAYS",
+        help="with --prune: delete only runs created more than DAYS days ago",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="with --prune: only list what would be deleted"
+    )
     p.set_defaults(handler=cmd_runs)
 
     p = sub.add_parser("show", help="show one run: steps, states, timings, paths")
@@ -326,7 +345,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    """``jupyter-pipeline runs``."""
+    """``jupyter-pipeline runs [--prune --keep N --older-than DAYS]``."""
+    if args.prune:
+        return _prune(args)
+    if args.keep is not None or args.older_than is not None or args.dry_run:
+        raise UsageError("--keep, --older-than and --dry-run go with --prune")
     store = _open_store(args)
     runs = store.list_runs(limit=args.limit)
     if args.json:
@@ -353,6 +376,52 @@ def cmd_runs(args: argparse.Namespace) -> int:
             r.notebook,
         )
     Console(width=200 if not sys.stdout.isatty() else None).print(table)
+    return EXIT_OK
+
+
+def _prune(args: argparse.Namespace) -> int:
+    """``jupyter-pipeline runs --prune``: delete old finished runs and unused cache entries."""
+    from jupyter_pipeline.runners.cache import StepCache
+
+    if args.keep is None and args.older_than is None:
+        raise UsageError("--prune needs --keep N (newest runs to keep) and/or --older-than DAYS")
+    store = _open_store(args)
+    try:
+        result = store.prune(
+            keep=args.keep,
+            older_than=args.older_than * 86400 if args.older_than is not None else None,
+            dry_run=args.dry_run,
+        )
+    except ValueError as exc:
+        raise UsageError(f"--prune: {exc}") from None
+    # The local runner keeps its cache beside the store (LocalRunner's default cache_dir).
+    cache = StepCache(store.folder / "cache")
+    entries = len(result.cache_keys) if args.dry_run else cache.remove(result.cache_keys)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "runs": result.runs,
+                    "folders": [str(f) for f in result.folders],
+                    "cache_entries": entries,
+                    "active": result.active,
+                    "dry_run": args.dry_run,
+                },
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    verb = "would delete" if args.dry_run else "deleted"
+    n = len(result.runs)
+    print(
+        f"{verb} {n} run{'s' if n != 1 else ''} ({len(result.folders)} run folders, "
+        f"{entries} cache entries)" + (f": {', '.join(result.runs)}" if result.runs else "")
+    )
+    if result.active:
+        print(
+            f"left alone {len(result.active)} queued/running: {', '.join(result.active)}"
+            + ("; cache entries are kept while a local run is active" if not entries else "")
+        )
     return EXIT_OK
 
 

@@ -12,6 +12,7 @@ entry.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -254,6 +255,29 @@ class StepCache:
 
     def _entry_dir(self, key: str) -> Path:
         return self.directory / key[:2] / key
+
+    def remove(self, keys: Iterable[str]) -> int:
+        """Delete the entries of ``keys`` (those present); returns how many were deleted.
+
+        For pruning (:meth:`jupyter_pipeline.store.RunStore.prune` names the keys no run
+        references any more). Run outputs hard-linked into an entry keep their own links.
+        """
+        count = 0
+        for key in keys:
+            d = self._entry_dir(key)
+            if not (d / _MANIFEST).exists():
+                continue
+            # Unpublish first (one rename), so a concurrent lookup sees a miss, not half an entry.
+            doomed = d.with_name(f".rm-{key}")
+            try:
+                os.rename(d, doomed)
+            except OSError:
+                continue
+            shutil.rmtree(doomed, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                d.parent.rmdir()  # the key[:2] folder, when it was its last entry
+            count += 1
+        return count
 
     def lookup(self, key: str, outputs: list[str]) -> CacheEntry | None:
         """The entry for ``key`` if present and holding every name in ``outputs``."""

@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from jupyter_pipeline.model import Pipeline, Run, RunState, StepRun
 
 __all__ = [
     "RUNNER_LOST",
+    "PruneResult",
     "RunStore",
     "default_store_path",
     "kill_process_tree",
@@ -33,6 +36,7 @@ __all__ = [
 ]
 
 RUNNER_LOST = "runner lost"
+_FINISHED = tuple(s.value for s in RunState if s.finished)
 _SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -475,6 +479,98 @@ class RunStore:
             ).fetchone()
         return row[0], row[1], row[2], bool(row[3])
 
+    # ------------------------------------------------------------------ pruning
+
+    def prune(
+        self,
+        *,
+        keep: int | None = None,
+        older_than: float | None = None,
+        dry_run: bool = False,
+        now: float | None = None,
+    ) -> PruneResult:
+        """Delete old finished runs: their records, steps and run folders.
+
+        A queued or running run is never deleted (nor counted). With ``keep``, the ``keep``
+        newest finished runs stay; with ``older_than``, only runs created more than that
+        many seconds ago go; with both, a run goes when it is outside the newest ``keep``
+        *and* old enough. A run folder is deleted only when it lies under :attr:`runs_dir`
+        (a folder given by hand is the user's).
+
+        Args:
+            keep: How many of the newest finished runs to keep.
+            older_than: Minimum age in seconds of a run to delete.
+            dry_run: Only report what would be deleted.
+            now: The current time (default: ``time.time()``).
+
+        Returns:
+            What was (or would be) removed, and the cache keys no remaining run references.
+
+        Raises:
+            ValueError: Neither ``keep`` nor ``older_than`` given, or a negative one.
+        """
+        if keep is None and older_than is None:
+            raise ValueError("say what to prune: keep N newest runs and/or older than DAYS")
+        if (keep is not None and keep < 0) or (older_than is not None and older_than < 0):
+            raise ValueError("keep and older_than must not be negative")
+        self.recover_lost()  # a run whose runner died is finished, so it can be pruned
+        now = time.time() if now is None else now
+        marks = ",".join("?" * len(_FINISHED))
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, state, created, run_dir, backend FROM runs ORDER BY created DESC"
+            ).fetchall()
+        result = PruneResult(active=[r["id"] for r in rows if r["state"] not in _FINISHED])
+        finished = [r for r in rows if r["state"] in _FINISHED]
+        doomed = finished[keep:] if keep is not None else finished
+        if older_than is not None:
+            doomed = [r for r in doomed if r["created"] < now - older_than]
+        if not doomed:
+            return result
+        ids = [r["id"] for r in doomed]
+        runs_dir = self.runs_dir.resolve()
+        folders = []
+        for r in doomed:
+            if r["run_dir"]:
+                folder = Path(r["run_dir"]).resolve()
+                if folder.is_relative_to(runs_dir) and folder != runs_dir:
+                    folders.append(folder)
+        with self._transaction() as cur:
+            keys = set()
+            for run_id in ids:
+                keys |= {
+                    k[0]
+                    for k in cur.execute(
+                        "SELECT cache_key FROM steps WHERE run_id=? AND cache_key IS NOT NULL",
+                        (run_id,),
+                    )
+                }
+            if not dry_run:
+                for run_id in ids:
+                    # Re-check the state inside the transaction (steps go by cascade).
+                    cur.execute(
+                        f"DELETE FROM runs WHERE id=? AND state IN ({marks})", (run_id, *_FINISHED)
+                    )
+            others = ",".join("?" * len(ids))
+            still = {
+                k[0]
+                for k in cur.execute(
+                    "SELECT DISTINCT cache_key FROM steps WHERE cache_key IS NOT NULL"
+                    f" AND run_id NOT IN ({others})",
+                    ids,
+                )
+            }
+            busy = cur.execute(
+                "SELECT 1 FROM runs WHERE backend='local' AND state IN ('queued','running')"
+            ).fetchone()
+        result.runs = ids
+        result.folders = folders
+        result.cache_keys = [] if busy else sorted(keys - still)
+        if not dry_run:
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+        return result
+
     # ------------------------------------------------------------------ recovery
 
     def recover_lost(self) -> list[str]:
@@ -523,6 +619,25 @@ class RunStore:
             for k in kernels:
                 kill_process_tree(k[0], k[1])
         return lost
+
+
+@dataclass
+class PruneResult:
+    """What :meth:`RunStore.prune` removed.
+
+    Attributes:
+        runs: Ids of the runs deleted (records, steps and run folders).
+        folders: Run folders deleted.
+        cache_keys: Step-cache keys that only deleted runs referenced; the caller removes
+            those entries (:meth:`jupyter_pipeline.runners.cache.StepCache.remove`). Empty
+            while a local run is active, since it may be reading any entry.
+        active: Runs left alone because they are queued or running.
+    """
+
+    runs: list[str] = field(default_factory=list)
+    folders: list[Path] = field(default_factory=list)
+    cache_keys: list[str] = field(default_factory=list)
+    active: list[str] = field(default_factory=list)
 
 
 def _to_sql(name: str, value: Any) -> Any:

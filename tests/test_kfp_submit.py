@@ -337,6 +337,8 @@ def test_cli_submit_of_an_uncompilable_notebook_creates_no_experiment(tmp_path, 
     db = str(tmp_path / "runs.db")
     # Analysis is clean; only the compiler can refuse this resource.
     path = _write(tmp_path, "limit.ipynb", ("a = 1", ["step:one", "limit:bogus:1"]))
+    # An error diagnostic (undefined name) stops even earlier, at the analysis.
+    diag = _write(tmp_path, "diag.ipynb", ("print(undefined_name)", ["step:one"]))
     with KfpStandIn() as standin:
         for extra in ([], ["--schedule", "0 6 * * *"]):
             capsys.readouterr()
@@ -344,6 +346,9 @@ def test_cli_submit_of_an_uncompilable_notebook_creates_no_experiment(tmp_path, 
             err = capsys.readouterr().err
             assert code == 2, err
             assert "limit:bogus:1" in err and err.count("\n") == 1
+            code = main(["submit", str(diag), "--host", standin.url, "--store", db, *extra])
+            err = capsys.readouterr().err
+            assert code == 2 and "undefined_name" in err and "fix them before" in err, err
         assert standin.sent("POST", "/apis/v2beta1/experiments") == []
         assert standin.requests == []
 

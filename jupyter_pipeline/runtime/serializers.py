@@ -82,29 +82,57 @@ def _new_hash() -> Any:
     return _blake3() if _blake3 is not None else hashlib.new(DIGEST)
 
 
-def _write_hashed(path: str, chunks: Iterable[Any]) -> tuple[str, int]:
-    """Write byte chunks to ``path`` while hashing them; return (digest, size).
+class _HashingFile(io.RawIOBase):
+    """A write-only file that hashes what passes through (picklers, Arrow's IPC writer).
 
-    Large chunks are hashed in a thread while the main thread writes them: both hashlib
-    and file writes release the GIL, so the digest costs almost nothing on top of the I/O.
+    Large writes are hashed in a thread while the main thread writes them: both hashlib/blake3
+    and file writes release the GIL, so the digest costs almost nothing on top of the I/O
+    when a core is free. Each write returns only once its bytes are hashed and written, so
+    callers may reuse or free the buffer (Arrow passes temporaries for some of its writes).
     """
-    h = _new_hash()
-    size = 0
-    with open(path, "wb") as f:
+
+    def __init__(self, path: str) -> None:
+        self._f = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._h = _new_hash()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        mv = memoryview(b).cast("B")
+        for start in range(0, mv.nbytes, _CHUNK):
+            part = mv[start : start + _CHUNK]
+            if part.nbytes >= 1 << 20:
+                t = threading.Thread(target=self._h.update, args=(part,))
+                t.start()
+                self._f.write(part)
+                t.join()
+            else:
+                self._h.update(part)
+                self._f.write(part)
+        self.size += mv.nbytes
+        return mv.nbytes
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+        super().close()
+
+    @property
+    def digest(self) -> str:
+        return f"{DIGEST}:{self._h.hexdigest()}"
+
+
+def _write_hashed(path: str, chunks: Iterable[Any]) -> tuple[str, int]:
+    """Write byte chunks to ``path`` while hashing them; return (digest, size)."""
+    f = _HashingFile(path)
+    try:
         for chunk in chunks:
-            mv = memoryview(chunk).cast("B")
-            for start in range(0, mv.nbytes, _CHUNK):
-                part = mv[start : start + _CHUNK]
-                if part.nbytes >= 1 << 20:
-                    t = threading.Thread(target=h.update, args=(part,))
-                    t.start()
-                    f.write(part)
-                    t.join()
-                else:
-                    h.update(part)
-                    f.write(part)
-            size += mv.nbytes
-    return f"{DIGEST}:{h.hexdigest()}", size
+            f.write(chunk)
+    finally:
+        f.close()
+    return f.digest, f.size
 
 
 def _hash_file(path: str) -> tuple[str, int]:
@@ -118,34 +146,6 @@ def _hash_file(path: str) -> tuple[str, int]:
             h.update(block)
             size += len(block)
     return f"{DIGEST}:{h.hexdigest()}", size
-
-
-class _HashingFile(io.RawIOBase):
-    """A write-only file that hashes what passes through (for picklers streaming output)."""
-
-    def __init__(self, path: str) -> None:
-        self._f = open(path, "wb")  # noqa: SIM115 - closed in close()
-        self._h = _new_hash()
-        self.size = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: Any) -> int:
-        mv = memoryview(b).cast("B")
-        self._h.update(mv)
-        self._f.write(mv)
-        self.size += mv.nbytes
-        return mv.nbytes
-
-    def close(self) -> None:
-        if not self._f.closed:
-            self._f.close()
-        super().close()
-
-    @property
-    def digest(self) -> str:
-        return f"{DIGEST}:{self._h.hexdigest()}"
 
 
 # ------------------------------------------------------------------------------------------
@@ -349,6 +349,118 @@ def _object_column_ok(col: Any) -> bool:
     return all(v is None for v in nulls)
 
 
+_NAT = -(2**63)  # numpy's NaT as int64
+
+
+def _column_to_arrow(values: Any, field_type: Any) -> Any:
+    """Arrow array for one column or index level, equal to ``pa.array(values, type=field_type,
+    from_pandas=True)`` (what ``Table.from_pandas`` does) but without its full scans.
+
+    pyarrow looks for NaN/NaT in every float and datetime value, and checks every category
+    code, even when there is nothing to find; a quick vectorised check lets the common case
+    (no missing values) share the column's memory instead. Anything else takes pyarrow's own
+    path.
+    """
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    dtype = values.dtype
+    result = None
+    if isinstance(dtype, (np.dtype, pd.DatetimeTZDtype)):
+        if isinstance(dtype, pd.DatetimeTZDtype):
+            arr = np.asarray(values.array.tz_convert(None))  # the UTC instants, no copy
+        else:
+            arr = np.asarray(values)
+        kind = arr.dtype.kind
+        if kind in "iub" or (kind == "f" and not np.isnan(arr).any()):
+            result = pa.array(arr, type=field_type, from_pandas=False)
+        elif kind in "mM" and arr.flags.c_contiguous:
+            ints = arr.view(np.int64)
+            if not (ints == _NAT).any():
+                result = pa.array(ints).view(field_type)
+    elif isinstance(dtype, pd.CategoricalDtype) and pa.types.is_dictionary(field_type):
+        codes = np.asarray(values.array.codes)
+        missing = codes < 0
+        dictionary = pa.array(values.array.categories, type=field_type.value_type, from_pandas=True)
+        indices = pa.array(
+            codes, type=field_type.index_type, mask=missing if missing.any() else None
+        )
+        result = pa.DictionaryArray.from_arrays(
+            indices,
+            dictionary,
+            ordered=dtype.ordered,
+            safe=False,  # pandas' codes are in range by construction
+        )
+    if result is None or result.type != field_type:
+        result = pa.array(values, type=field_type, from_pandas=True)
+    return result
+
+
+def _frame_to_arrow(frame: Any) -> Any:
+    """``pa.Table.from_pandas(frame)``, faster for frames without object columns.
+
+    The schema and pandas metadata come from pyarrow itself, on the frame's first zero rows
+    (only a RangeIndex's bounds depend on the rows; they are set from the frame), so the
+    file is what ``Table.from_pandas`` would write; the columns go through
+    :func:`_column_to_arrow`.
+    """
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    index = frame.index
+    levels = [index.get_level_values(i) for i in range(index.nlevels)]
+    dtypes = [*(v.dtype for v in levels), *frame.dtypes]
+    if any(isinstance(d, np.dtype) and d.kind == "O" for d in dtypes):
+        return pa.Table.from_pandas(frame)  # an empty object column has no type to read
+    schema = pa.Schema.from_pandas(frame.iloc[:0])
+    pandas_meta = json.loads(schema.metadata[b"pandas"])
+    descriptors = pandas_meta["index_columns"]
+    if type(index) is pd.RangeIndex and descriptors and isinstance(descriptors[0], dict):
+        descriptors[0].update(start=index.start, stop=index.stop, step=index.step)
+        schema = schema.with_metadata(
+            {**schema.metadata, b"pandas": json.dumps(pandas_meta).encode()}
+        )
+    columns = [frame.iloc[:, i] for i in range(frame.shape[1])]
+    columns += [v for v, d in zip(levels, descriptors, strict=False) if isinstance(d, str)]
+    if len(columns) != len(schema):
+        return pa.Table.from_pandas(frame)
+    arrays = [_column_to_arrow(v, f.type) for v, f in zip(columns, schema, strict=True)]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _owned_columns(table: Any) -> Any:
+    """Copy the columns ``to_pandas`` would leave pointing into ``table``'s memory.
+
+    ``to_pandas`` copies numeric, boolean and datetime columns into numpy blocks, but keeps
+    Arrow-backed ones (pandas' ``str``, ``ArrowDtype``) and categorical codes as views. When
+    the table is a memory-mapped file those views would read the file for as long as the
+    frame lives: a file changed or truncated later (a copy over a hard link) would change
+    the frame or crash the kernel. Copying only those columns keeps the frame independent.
+    """
+    import pyarrow as pa
+
+    meta = table.schema.pandas_metadata or {}
+    numpy_types = {c.get("field_name"): str(c.get("numpy_type")) for c in meta.get("columns", [])}
+    copied = False
+    columns = []
+    for field, column in zip(table.schema, table.columns, strict=True):
+        t = field.type
+        kept_by_pandas = (
+            pa.types.is_integer(t)
+            or pa.types.is_floating(t)
+            or pa.types.is_boolean(t)
+            or pa.types.is_timestamp(t)
+            or pa.types.is_duration(t)
+        ) and "[pyarrow]" not in numpy_types.get(field.name, "")
+        if not kept_by_pandas and column.num_chunks:
+            column = pa.chunked_array([pa.concat_arrays(column.chunks)], type=t)
+            copied = True
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=table.schema) if copied else table
+
+
 class PandasSerializer(Serializer):
     """pandas DataFrame/Series → Arrow (IPC file, default) or Parquet, only if exact.
 
@@ -430,7 +542,7 @@ class PandasSerializer(Serializer):
         try:
             frame, extra = self._frame(value)
             self._check(frame)
-            table = pa.Table.from_pandas(frame)
+            table = _frame_to_arrow(frame)
             same = self._same(frame.iloc[:16], table.slice(0, 16).to_pandas())
         except Unsupported:
             raise
@@ -438,22 +550,24 @@ class PandasSerializer(Serializer):
             raise Unsupported(f"{type(exc).__name__}: {exc}") from exc
         if not same:
             raise Unsupported("round trip differs")
+        file = f"value.{self.fmt}"
+        path = os.path.join(directory, file)
         if self.fmt == "parquet":
             import pyarrow.parquet as pq
 
             sink = pa.BufferOutputStream()
             pq.write_table(table, sink, compression="none")
-            data = sink.getvalue()
+            digest, size = _write_hashed(path, [sink.getvalue()])
         else:
-            # Size the file first so it is written once into an exact buffer (no regrowth).
-            mock = pa.MockOutputStream()
-            with pa.ipc.new_file(mock, table.schema) as writer:
-                writer.write_table(table)
-            data = pa.allocate_buffer(mock.size())
-            with pa.ipc.new_file(pa.FixedSizeBufferWriter(data), table.schema) as writer:
-                writer.write_table(table)
-        file = f"value.{self.fmt}"
-        digest, size = _write_hashed(os.path.join(directory, file), [data])
+            # Straight from the table's buffers into the file, hashed on the way: no
+            # intermediate copy of the whole file in memory.
+            f = _HashingFile(path)
+            try:
+                with pa.ipc.new_file(pa.PythonFile(f, mode="w"), table.schema) as writer:
+                    writer.write_table(table)
+            finally:
+                f.close()
+            digest, size = f.digest, f.size
         extra["file"] = file
         return digest, size, extra
 
@@ -466,8 +580,11 @@ class PandasSerializer(Serializer):
 
             frame = pq.read_table(path).to_pandas()
         else:
-            with pa.OSFile(path) as f:  # read, not mmap: the file may be replaced later
-                frame = pa.ipc.open_file(f).read_all().to_pandas()
+            # Mapped, not read: to_pandas copies the columns into pandas' blocks straight
+            # from the page cache (one copy, as reading the file would be).
+            with pa.memory_map(path) as source:
+                table = _owned_columns(pa.ipc.open_file(source).read_all())
+            frame = table.to_pandas()
         if meta.get("kind") == "series":
             series = frame[self._SERIES_COLUMN]
             series.name = meta.get("series_name")

@@ -282,3 +282,143 @@ def test_by_value_notebook_function_reads_consumer_globals(tmp_path, monkeypatch
         assert fn(1) == 100 + 2  # read when called, as in the notebook
     finally:
         monkeypatch.delattr(main, "SEEN", raising=False)
+
+
+def _many_dtypes(rows=40):
+    rng = np.random.default_rng(3)
+    with_nan = rng.random(rows)
+    with_nan[::7] = np.nan
+    when = pd.Series(pd.date_range("2024-03-30", periods=rows, freq="h", tz="Europe/Paris"))
+    when[5] = pd.NaT
+    return pd.DataFrame(
+        {
+            "i8": np.arange(rows, dtype=np.int8),
+            "u64": np.arange(rows, dtype=np.uint64) * 2**40,
+            "f": rng.random(rows),
+            "f_nan": with_nan,
+            "f32": rng.random(rows).astype(np.float32),
+            "f16": np.arange(rows, dtype=np.float16),
+            "b": rng.random(rows) > 0.5,
+            "s": pd.Series([None if i % 6 == 0 else f"s{i}" for i in range(rows)], dtype="str"),
+            "cat": pd.Categorical(["lo", "hi", None, "mid"] * (rows // 4)),
+            "cat_ord": pd.Categorical(
+                [3, 1, 2, 1] * (rows // 4), categories=[3, 2, 1], ordered=True
+            ),
+            "t": pd.date_range("2020-01-01", periods=rows, freq="s"),
+            "t_nat": pd.to_datetime(
+                [None if i == 3 else f"2021-01-{1 + i % 28}" for i in range(rows)]
+            ),
+            "t_ns": pd.date_range("2020-01-01", periods=rows, freq="ns"),
+            "tz": when,
+            "tz_utc": pd.date_range("2020-01-01", periods=rows, freq="D", tz="UTC"),
+            "td": pd.to_timedelta(np.arange(rows), unit="ms"),
+            "I": pd.array([None if i % 4 == 0 else i for i in range(rows)], dtype="Int64"),
+            "F": pd.array([None if i % 3 == 0 else i / 2 for i in range(rows)], dtype="Float64"),
+            "B": pd.array(
+                [None if i % 3 == 0 else i % 2 == 0 for i in range(rows)], dtype="boolean"
+            ),
+            "ap": pd.array(list(range(rows)), dtype="int64[pyarrow]"),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "index",
+    [
+        None,
+        pd.RangeIndex(7, 7 + 3 * 40, 3, name="r"),
+        pd.Index([f"k{i}" for i in range(40)], dtype="str", name="key"),
+        pd.date_range("2020", periods=40, freq="D", tz="US/Eastern", name="day").as_unit("s")[
+            np.arange(40)  # no freq: pyarrow does not keep one
+        ],
+        pd.CategoricalIndex(list("abcd") * 10, name="grp"),
+        pd.MultiIndex.from_arrays(
+            [np.repeat([1, 2], 20), pd.Index([f"x{i}" for i in range(40)], dtype="str")],
+            names=["outer", None],
+        ),
+    ],
+    ids=["default", "range", "str", "datetime_tz", "categorical", "multi"],
+)
+def test_dataframe_arrow_roundtrip_is_exact_across_dtypes(index, tmp_path):
+    frame = _many_dtypes()
+    if index is not None:
+        frame.index = index
+    frame.columns.name = "fields"
+    meta, back = roundtrip(frame, tmp_path)
+    assert meta["serializer"] == "arrow"
+    pd.testing.assert_frame_equal(back, frame, check_exact=True, check_freq=False)
+    assert back.columns.name == "fields" and list(back.index.names) == list(frame.index.names)
+    assert back.dtypes.equals(frame.dtypes)
+    assert meta["size"] == (tmp_path / "v" / meta["file"]).stat().st_size
+
+
+def test_arrow_file_is_what_pyarrow_writes(tmp_path):
+    """The fast conversion writes the table pyarrow's own from_pandas would (metadata too)."""
+    import pyarrow as pa
+
+    frame = _many_dtypes()
+    frame.index = pd.RangeIndex(5, 5 + 2 * 40, 2, name="n")
+    meta = save_value(frame, str(tmp_path / "v"))
+    with pa.memory_map(str(tmp_path / "v" / meta["file"])) as source:
+        table = pa.ipc.open_file(source).read_all()
+    assert table.equals(pa.Table.from_pandas(frame), check_metadata=True)
+
+
+def test_arrow_digest_is_the_files_blake3(tmp_path):
+    from jupyter_pipeline.runtime.serializers import DIGEST, _hash_file
+
+    frame = _many_dtypes(400)
+    meta = save_value(frame, str(tmp_path / "v"))
+    assert meta["digest"].startswith(f"{DIGEST}:")
+    assert (meta["digest"], meta["size"]) == _hash_file(str(tmp_path / "v" / meta["file"]))
+    changed = frame.copy()
+    changed.loc[399, "f"] = -1.0
+    assert save_value(changed, str(tmp_path / "w"))["digest"] != meta["digest"]
+
+
+def test_loaded_frame_does_not_depend_on_the_file(tmp_path):
+    """Loading maps the file; nothing of the frame may keep reading it afterwards."""
+    frame = _many_dtypes()
+    frame.index = pd.Index([f"k{i}" for i in range(40)], dtype="str", name="key")
+    meta, back = roundtrip(frame, tmp_path)
+    path = tmp_path / "v" / meta["file"]
+    size = path.stat().st_size
+    with open(path, "r+b") as f:  # in place, as a copy over a hard link would
+        f.write(b"\xff" * size)
+    pd.testing.assert_frame_equal(back, frame, check_exact=True)
+    with open(path, "r+b") as f:
+        f.truncate(0)
+    pd.testing.assert_frame_equal(back, frame, check_exact=True)
+    back.loc["k0", "f"] = 9.0  # and it is writable
+    back.loc["k1", "s"] = "new"
+    assert back.loc["k0", "f"] == 9.0 and back.loc["k1", "s"] == "new"
+
+
+def test_series_with_index_roundtrips_through_arrow(tmp_path):
+    s = pd.Series(
+        pd.Categorical(["a", None, "b"]),
+        index=pd.DatetimeIndex(["2020-01-01", "2020-01-03", None], tz="UTC", name="t"),
+        name="label",
+    )
+    meta, back = roundtrip(s, tmp_path)
+    assert meta["serializer"] == "arrow"
+    pd.testing.assert_series_equal(back, s, check_freq=False)
+
+
+def test_frame_aliases_load_as_one_frame(tmp_path):
+    frame = _many_dtypes()
+    values = {"df": frame, "same": frame, "col": frame["f"]}
+    metas = save_values(values, str(tmp_path))
+    assert metas["df"]["serializer"] == "arrow" and metas["same"]["serializer"] == "alias"
+    back = load_values({k: str(tmp_path / k) for k in values})
+    assert back["df"] is back["same"]
+    pd.testing.assert_frame_equal(back["df"], frame, check_exact=True)
+    pd.testing.assert_series_equal(back["col"], frame["f"], check_exact=True)
+
+
+def test_object_string_column_keeps_object_dtype(tmp_path):
+    """pandas 3 reads Arrow strings back as ``str``: an object column must not become one."""
+    frame = pd.DataFrame({"o": pd.Series(["a", None, "c"], dtype=object), "x": [1, 2, 3]})
+    _, back = roundtrip(frame, tmp_path)
+    pd.testing.assert_frame_equal(back, frame, check_exact=True)
+    assert back["o"].dtype == object

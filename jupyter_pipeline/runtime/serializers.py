@@ -543,7 +543,10 @@ class PandasSerializer(Serializer):
             frame, extra = self._frame(value)
             self._check(frame)
             table = _frame_to_arrow(frame)
-            same = self._same(frame.iloc[:16], table.slice(0, 16).to_pandas())
+            # The first rows as a frame of their own (a slice of the table would keep the
+            # whole frame's RangeIndex bounds, which pyarrow then drops).
+            head = frame.iloc[:16]
+            same = self._same(head, _frame_to_arrow(head).to_pandas())
         except Unsupported:
             raise
         except Exception as exc:  # Arrow cannot hold it: pickle instead

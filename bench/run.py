@@ -22,6 +22,7 @@ Usage::
     python bench/run.py                 # everything, best of 1
     python bench/run.py --repeat 3      # best of 3 per measurement
     python bench/run.py --only a,b      # some of them
+    python bench/run.py --no-fork       # step kernels spawned, not forked from a fork server
 """
 
 from __future__ import annotations
@@ -133,17 +134,18 @@ def straight(nb: Path, out_dir: Path) -> None:
 class Pipe:
     """Runs notebooks as pipelines against a private store."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, fork: bool = True):
         from jupyter_pipeline.store import RunStore
 
         self.store = RunStore(tmp / "store" / "runs.sqlite")
+        self.fork = fork
 
     def run(self, nb: Path, *, split: str = "tags", cache: bool = False, **kw) -> object:
         from jupyter_pipeline.analysis import analyze_notebook
         from jupyter_pipeline.runners.local import LocalRunner
 
         pipeline = analyze_notebook(nb, split=split)
-        run = LocalRunner(self.store, cache=cache, **kw).run(pipeline, nb)
+        run = LocalRunner(self.store, cache=cache, fork=self.fork, **kw).run(pipeline, nb)
         if run.state.value != "succeeded":
             bad = [f"{s.step}: {s.error}" for s in run.steps if s.state.value == "failed"]
             raise SystemExit(f"pipeline run of {nb.name} {run.state.value}: {bad}")
@@ -156,14 +158,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="a,b,c,d,f", help="comma-separated subset")
     parser.add_argument("--work", type=int, default=20_000_000, help="loop size of one step (~2 s)")
     parser.add_argument("--notebook", type=Path, default=SKLEARN_NB, help="notebook for (f)")
+    parser.add_argument(
+        "--no-fork", action="store_true", help="spawn step kernels (no fork server)"
+    )
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
     tmp = Path(tempfile.mkdtemp(prefix="jp-bench-run-"))
-    pipe = Pipe(tmp)
+    pipe = Pipe(tmp, fork=not args.no_fork)
     rows: list[tuple[str, str, str, bool]] = []
     print(
         f"cpus: {os.cpu_count()}  python: {sys.version.split()[0]}  scratch: {tmp}  "
-        f"load average: {os.getloadavg()[0]:.1f} (other work skews every ratio; rerun idle)"
+        f"load average: {os.getloadavg()[0]:.1f} (other work skews every ratio; rerun idle)  "
+        f"step kernels: {'spawned' if args.no_fork else 'forked from a fork server'}"
     )
 
     # Warm-up: imports of papermill, nbclient, the analysis, the runtime in this process.
@@ -224,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             assert all(s.state.value == "cached" for s in run.steps), "not all steps cached"
             env = {**os.environ, "JUPYTER_PIPELINE_STORE": str(pipe.store.path)}
             cmd = [sys.executable, "-m", "jupyter_pipeline.cli", "run", str(nb)]
+            cmd += ["--no-fork"] if args.no_fork else []
             t_cli = best(
                 args.repeat,
                 lambda: subprocess.run(cmd, env=env, check=True, capture_output=True),

@@ -47,6 +47,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     _run_options(p)
     p.add_argument("-o", "--output", help="write the merged executed notebook here")
     p.add_argument("--html", action="store_true", help="also export each step's notebook to HTML")
+    p.add_argument(
+        "--no-fork",
+        action="store_true",
+        help="spawn every step kernel with `python -m ipykernel_launcher` instead of forking "
+        "it from a fork server that has already imported ipykernel and the notebook's "
+        "libraries (the default wherever a forked kernel behaves like a fresh one)",
+    )
     p.add_argument("--json", action="store_true", help="print the finished run as JSON")
     p.add_argument("--store", help=store_help)
     p.set_defaults(handler=cmd_run)
@@ -323,6 +330,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_parallel=args.max_parallel,
         cache=not args.no_cache,
         prewarm=not args.no_prewarm,
+        fork=not args.no_fork,
         html=args.html,
     )
     with _Progress(enabled=not args.json) as progress:

@@ -13,6 +13,10 @@ thread that talks back through a queue. Two separate budgets:
 Warming kernels never hold an execution slot, so they cannot keep a ready step from running;
 when a slot frees, a warm step that has become ready goes first (its kernel is already up).
 
+Kernels are forked from a per-run fork server (:mod:`jupyter_pipeline.runtime.forkserver`)
+whose zygote has imported ipykernel and the libraries the steps import, when that is
+faithful (else spawned as usual); ``fork=False`` always spawns.
+
 Every state change is written to the run store at once, so ``show``/the sidebar (other
 processes) see progress live and a killed runner loses nothing already recorded.
 """
@@ -38,7 +42,7 @@ from jupyter_pipeline.model import Pipeline, Run, RunState, Step
 from jupyter_pipeline.notebook import read_notebook
 from jupyter_pipeline.runners.base import EventCallback, RunEvent, resolve_parameters
 from jupyter_pipeline.runners.cache import StepCache, files_read, step_code
-from jupyter_pipeline.runners.prewarm import add_preimports
+from jupyter_pipeline.runners.prewarm import add_preimports, fork_preimports
 from jupyter_pipeline.runtime.api import SavedValue, StepRequest, StepResult
 from jupyter_pipeline.runtime.execute import read_outputs
 from jupyter_pipeline.runtime.kernel import state_key
@@ -112,6 +116,10 @@ class LocalRunner:
             several kernels booting ahead to keep its executing step fed).
         html: Also export each executed step notebook to HTML.
         run_step: The step runtime (default :func:`jupyter_pipeline.runtime.run_step`).
+        fork: Fork step kernels from a fork server that has already imported ipykernel and
+            the notebook's libraries, wherever a forked kernel behaves like a fresh one
+            (Linux, the notebook's kernel is this interpreter's ipykernel, no step
+            environment variables); other kernels are spawned. With the default runtime only.
     """
 
     def __init__(
@@ -125,6 +133,7 @@ class LocalRunner:
         prewarm_limit: int | None = None,
         html: bool = False,
         run_step: Callable[..., StepResult] | None = None,
+        fork: bool = True,
     ):
         self.store = store
         self.max_parallel = max(1, max_parallel or os.cpu_count() or 1)
@@ -136,6 +145,7 @@ class LocalRunner:
         )
         self.html = html
         self._run_step = run_step
+        self.fork = fork and run_step is None
         self._active: dict[str, _Execution] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
@@ -283,6 +293,7 @@ class LocalRunner:
             if output is not None:
                 execution.write_merged(Path(output), runtime.merge_outputs)
         finally:
+            execution.close_fork_server()
             with self._lock:
                 self._active.pop(run_id, None)
         return self.store.get_run(run_id)
@@ -368,6 +379,7 @@ class _Execution:
         self.on_event = on_event
         self.nodes: dict[str, _Node] = {}
         self.messages: queue.Queue[tuple[str, _Node, Any]] = queue.Queue()
+        self.fork_server: Any = None  # started with the first kernel (runtime.forkserver)
         self.cancelled = threading.Event()
         self.cancel_done = False
         self.started: float | None = None
@@ -397,6 +409,37 @@ class _Execution:
         longest = max((n.depth + n.rank for n in self.nodes.values()), default=0)
         for node in self.nodes.values():
             node.critical = node.depth + node.rank == longest
+
+    def fork_modules(self) -> list[str]:
+        """What the fork server pre-imports: the top-level imports of every step's code."""
+        sources: list[str] = []
+        for step in self.pipeline.steps:
+            sources += [d.source for d in step.definitions]
+            for index in step.cells:
+                cell = self.source_nb.cells[index] if index < len(self.source_nb.cells) else {}
+                if cell.get("cell_type") == "code":
+                    source = cell.get("source", "")
+                    sources.append("".join(source) if isinstance(source, list) else source)
+        return fork_preimports(sources)
+
+    def get_fork_server(self) -> Any:
+        """The run's fork server (started on first use), or None when kernels are spawned."""
+        if self.fork_server is None and self.runner.fork:
+            from jupyter_pipeline.runtime import forkserver
+
+            if forkserver.supported():
+                self.fork_server = forkserver.ForkServer(
+                    str(self.source_path.parent), modules=self.fork_modules()
+                )
+                self.fork_server.start()
+            else:
+                self.runner.fork = False
+        return self.fork_server
+
+    def close_fork_server(self) -> None:
+        """Stop the fork server (and any kernel of it still alive)."""
+        if self.fork_server is not None:
+            self.fork_server.close()
 
     # ------------------------------------------------------------------ helpers
 
@@ -677,12 +720,15 @@ class _Execution:
                 kill_process_tree(pid)
             self.messages.put(("kernel", node, pid))
 
+        fork_server = self.get_fork_server()
+        extra: dict[str, Any] = {"fork_server": fork_server} if fork_server is not None else {}
+
         def work() -> None:
             if not warm:
                 watcher.start()
             try:
                 result: Any = self.run_step(
-                    request, ready=ready if warm else None, on_kernel=on_kernel
+                    request, ready=ready if warm else None, on_kernel=on_kernel, **extra
                 )
             except BaseException as exc:
                 result = exc

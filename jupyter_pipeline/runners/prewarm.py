@@ -11,6 +11,9 @@ what the notebook computes (the cell's own ``import`` still binds the names, fro
 environment, changes directory, or picks a matplotlib backend before importing is not
 pre-imported, and a module that fails to import is left for the cell to fail on, exactly
 as in the notebook.
+
+:func:`fork_preimports` chooses the modules a fork server's zygote imports once for every
+kernel of a run (:mod:`jupyter_pipeline.runtime.forkserver`).
 """
 
 from __future__ import annotations
@@ -23,12 +26,20 @@ from typing import Any
 from jupyter_pipeline.analysis.source import CellSyntaxError, parse_cell
 from jupyter_pipeline.runtime.notebook import DEFINITIONS_TAG, META_KEY
 
-__all__ = ["add_preimports", "preimport_modules"]
+__all__ = ["add_preimports", "fork_preimports", "preimport_modules"]
 
 # Code that can change what (or how) a later import loads.
 _IMPORT_STATE = re.compile(
     r"sys\.path|os\.environ|putenv|chdir|addsitedir|matplotlib\.use|import_module|"
     r"sys\.modules|importlib|__import__|%env|%cd|%matplotlib"
+)
+# Code that can change where (or what) an import resolves: a zygote pre-importing for every
+# kernel of the run would import the wrong module. Installing packages counts. (matplotlib
+# backends, by contrast, are picked at first use, not at import.)
+_RESOLUTION_STATE = re.compile(
+    r"sys\.path|os\.environ|putenv|chdir|addsitedir|import_module|sys\.modules|importlib|"
+    r"__import__|sys\.meta_path|sys\.path_hooks|%env|%cd|%run|%load_ext|%reload_ext|"
+    r"%autoreload|%pip|%conda|%mamba|pip\s+install|conda\s+install|mamba\s+install"
 )
 _MARK = "# jupyter-pipeline: pre-import the libraries this step's cells import"
 
@@ -40,14 +51,7 @@ def _parse(source: str) -> ast.Module | None:
         return None
 
 
-def preimport_modules(sources: list[str]) -> list[str]:
-    """Modules imported at top level by ``sources``, in order, or [] if unsafe to pre-import.
-
-    ``from pkg import name`` contributes ``pkg`` and ``pkg.name`` (``name`` may be a
-    submodule; a failed guess costs one failed lookup). Relative imports are skipped.
-    """
-    if any(_IMPORT_STATE.search(s) for s in sources):
-        return []
+def _top_imports(sources: list[str]) -> list[str]:
     modules: list[str] = []
     for source in sources:
         tree = _parse(source)
@@ -59,8 +63,32 @@ def preimport_modules(sources: list[str]) -> list[str]:
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 modules.append(node.module)
                 modules += [f"{node.module}.{a.name}" for a in node.names if a.name != "*"]
-    seen: set[str] = set()
-    return [m for m in modules if not (m in seen or seen.add(m))]  # type: ignore[func-returns-value]
+    return list(dict.fromkeys(modules))
+
+
+def preimport_modules(sources: list[str]) -> list[str]:
+    """Modules imported at top level by ``sources``, in order, or [] if unsafe to pre-import.
+
+    ``from pkg import name`` contributes ``pkg`` and ``pkg.name`` (``name`` may be a
+    submodule; a failed guess costs one failed lookup). Relative imports are skipped.
+    """
+    if any(_IMPORT_STATE.search(s) for s in sources):
+        return []
+    return _top_imports(sources)
+
+
+def fork_preimports(sources: list[str]) -> list[str]:
+    """Modules a run's fork server may pre-import for all its kernels, in order.
+
+    ``sources``: every code snippet the run's steps execute (replayed definitions and the
+    steps' cells). Top-level imports only (``from pkg import name`` contributes ``pkg`` and
+    ``pkg.name``); nothing when any snippet changes where imports resolve. The zygote itself
+    leaves out modules found in the notebook's folder and modules whose import has
+    visible effects.
+    """
+    if any(_RESOLUTION_STATE.search(s) for s in sources):
+        return []
+    return _top_imports(sources)
 
 
 def add_preimports(step_nb: dict[str, Any]) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 The step runs through papermill's own machinery (parameter injection, executed-notebook
 writing, error markers) with a small engine registered in papermill's engine registry. The
 engine adds what a pipeline runner needs: the kernel's process id as soon as it exists (to
-cancel it), pre-warming (parameters and definitions run before the inputs exist), and the
-run-time paths of the load and save cells.
+cancel it), pre-warming (parameters and definitions run before the inputs exist), the
+run-time paths of the load and save cells, and kernels forked from a fork server
+(:mod:`jupyter_pipeline.runtime.forkserver`) instead of spawned.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nbformat
 from nbformat import NotebookNode
@@ -32,6 +33,9 @@ from jupyter_pipeline.runtime.notebook import (
     render_load,
     render_save,
 )
+
+if TYPE_CHECKING:
+    from jupyter_pipeline.runtime.forkserver import ForkServer
 
 __all__ = ["ENGINE_NAME", "StepExecutionError", "kill_kernel", "run_step"]
 
@@ -75,10 +79,12 @@ class _Context:
         request: StepRequest,
         ready: Callable[[], dict[str, str]] | None,
         on_kernel: Callable[[int], None] | None,
+        fork_server: ForkServer | None = None,
     ) -> None:
         self.request = request
         self.ready = ready
         self.on_kernel = on_kernel
+        self.fork_server = fork_server
         self.nb: NotebookNode | None = None
         self.pid: int | None = None
         self.ready_error: BaseException | None = None
@@ -103,6 +109,12 @@ def _register_engine() -> None:
 
     class Client(PapermillNotebookClient):
         jp: _Context
+
+        def create_kernel_manager(self) -> Any:
+            km = super().create_kernel_manager()
+            if self.jp.fork_server is not None:
+                km.fork_server = self.jp.fork_server
+            return km
 
         def start_new_kernel(self, **kwargs: Any) -> None:
             # nbclient's sync wrapper is bound to the base coroutine: override it here.
@@ -165,9 +177,12 @@ def _register_engine() -> None:
         """
 
         final = False
+        papermill_writes = False  # execution ended normally: papermill's own final write follows
         jp: _Context | None = None
 
         def save(self, **kwargs: Any) -> None:
+            if self.final and self.papermill_writes:
+                return  # written once, by papermill (with its error markers if a cell failed)
             aborted = self.jp is not None and self.jp.ready_error is not None
             if aborted and self.output_path and os.path.exists(self.output_path):
                 # A warm-up stopped before its inputs came ran no cell of the user's: it must
@@ -203,6 +218,7 @@ def _register_engine() -> None:
             nb_man.notebook_start()
             try:
                 cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)
+                nb_man.papermill_writes = True
             finally:
                 nb_man.cleanup_pbar()
                 nb_man.notebook_complete()
@@ -225,6 +241,10 @@ def _register_engine() -> None:
             assert jp_context is not None
             kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
             jp_context.nb = nb_man.nb
+            if jp_context.fork_server is not None:
+                from jupyter_pipeline.runtime.forkserver import kernel_manager_class
+
+                kwargs["kernel_manager_class"] = kernel_manager_class()
             client = Client(
                 nb_man,
                 timeout=execution_timeout,
@@ -378,6 +398,7 @@ def run_step(
     ready: Callable[[], dict[str, str]] | None = None,
     on_kernel: Callable[[int], None] | None = None,
     check: bool = False,
+    fork_server: ForkServer | None = None,
 ) -> StepResult:
     """Execute a step notebook with papermill in a fresh kernel.
 
@@ -395,6 +416,11 @@ def run_step(
         on_kernel: Called with the kernel's process id as soon as it exists. The kernel
             leads its own process group: :func:`kill_kernel` stops it and its children.
         check: Raise :class:`StepExecutionError` instead of returning a failed result.
+        fork_server: Fork the kernel from this :class:`~jupyter_pipeline.runtime.forkserver.
+            ForkServer` (whose zygote has ipykernel and the notebook's libraries imported)
+            instead of spawning it, whenever that is faithful; else a kernel is spawned as
+            usual. Never used for a step with its own environment variables
+            (``request.env``): pre-imported libraries read the environment at import.
 
     Returns:
         The result: saved outputs with digests, metrics, failure (if any), timings.
@@ -421,7 +447,7 @@ def run_step(
     step_meta = nb.metadata.get(META_KEY, {})
     wanted = step_meta.get("parameters")
     parameters = {k: v for k, v in request.parameters.items() if wanted is None or k in set(wanted)}
-    ctx = _Context(request, ready, on_kernel)
+    ctx = _Context(request, ready, on_kernel, None if request.env else fork_server)
     cwd = os.path.abspath(request.cwd) if request.cwd else os.getcwd()
 
     log = open(request.log_path, "a", encoding="utf-8") if request.log_path else None  # noqa: SIM115
@@ -431,7 +457,6 @@ def run_step(
     if request.env:
         kernel_kwargs["env"] = {**os.environ, **request.env}
     failure: StepFailure | None = None
-    crashed = False
     html: str | None = None
     try:
         try:
@@ -458,7 +483,7 @@ def run_step(
             if ctx.ready_error is not None or ctx.nb is None:
                 raise
             # Kernel died (cancelled), timed out, …: a failure of this step, not the caller's.
-            crashed = True
+            # The engine's final save has written the executed notebook as it stood.
             failure = _find_failure(request.step, ctx.nb, ctx.crash)
             if failure.ename == "StepError":
                 raise
@@ -466,9 +491,6 @@ def run_step(
         _close_new_loop(loop_before)
         if log is not None:
             log.close()
-        if crashed and ctx.nb is not None:
-            # Execution broke off (kernel died…): make sure the last state is on disk.
-            nbformat.write(ctx.nb, executed_path)
         if request.html and os.path.exists(executed_path):
             html = _export_html(executed_path)
 

@@ -422,3 +422,22 @@ def test_object_string_column_keeps_object_dtype(tmp_path):
     _, back = roundtrip(frame, tmp_path)
     pd.testing.assert_frame_equal(back, frame, check_exact=True)
     assert back["o"].dtype == object
+
+
+@pytest.mark.parametrize(
+    "index",
+    [
+        pd.date_range("2024-01-01", periods=30, freq="D", tz="Europe/Paris", name="day"),
+        pd.date_range("2024-01-31", periods=30, freq="BME"),
+        pd.timedelta_range("1s", periods=30, freq="15min"),
+    ],
+)
+def test_index_freq_survives_arrow(index, tmp_path):
+    frame = pd.DataFrame({"v": np.arange(30.0), "s": pd.array(list("ab") * 15, dtype="str")})
+    frame.index = index
+    meta, back = roundtrip(frame, tmp_path)
+    assert meta["serializer"] == "arrow"
+    pd.testing.assert_frame_equal(back, frame, check_exact=True)
+    assert back.index.freq == frame.index.freq
+    series_meta, series = roundtrip(frame["v"], tmp_path, "s")
+    assert series_meta["serializer"] == "arrow" and series.index.freq == frame.index.freq

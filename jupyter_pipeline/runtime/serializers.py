@@ -498,6 +498,15 @@ class PandasSerializer(Serializer):
             }
         return value, {"kind": "frame"}
 
+    @staticmethod
+    def _with_freq(frame: Any, meta: dict[str, Any]) -> Any:
+        """Give a loaded frame's DatetimeIndex/TimedeltaIndex the freq it was saved with."""
+        freq = meta.get("index_freq")
+        if freq is not None:
+            # The constructor checks the values conform to the freq (it raises otherwise).
+            frame.index = type(frame.index)(frame.index, freq=freq)
+        return frame
+
     def _check(self, frame: Any) -> None:
         import pandas as pd
 
@@ -543,10 +552,16 @@ class PandasSerializer(Serializer):
             frame, extra = self._frame(value)
             self._check(frame)
             table = _frame_to_arrow(frame)
+            # Arrow has no place for a DatetimeIndex's freq (a date_range or resample
+            # index): it goes in meta.json and is put back (and checked) on loading.
+            freq = getattr(frame.index, "freq", None)
+            if freq is not None:
+                extra["index_freq"] = freq.freqstr
             # The first rows as a frame of their own (a slice of the table would keep the
             # whole frame's RangeIndex bounds, which pyarrow then drops).
             head = frame.iloc[:16]
-            same = self._same(head, _frame_to_arrow(head).to_pandas())
+            back = self._with_freq(_frame_to_arrow(head).to_pandas(), extra)
+            same = self._same(head, back)
         except Unsupported:
             raise
         except Exception as exc:  # Arrow cannot hold it: pickle instead
@@ -588,6 +603,7 @@ class PandasSerializer(Serializer):
             with pa.memory_map(path) as source:
                 table = _owned_columns(pa.ipc.open_file(source).read_all())
             frame = table.to_pandas()
+        frame = self._with_freq(frame, meta)
         if meta.get("kind") == "series":
             series = frame[self._SERIES_COLUMN]
             series.name = meta.get("series_name")

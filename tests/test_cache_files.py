@@ -19,7 +19,9 @@ from jupyter_pipeline.store import RunStore
 
 CELLS = [
     _cell("import pandas as pd\nimport numpy as np", "imports"),
-    _cell("import csv\ndf = pd.read_csv('data/in.csv')\nprint(len(df), csv.QUOTE_ALL)", "step:load"),
+    _cell(
+        "import csv\ndf = pd.read_csv('data/in.csv')\nprint(len(df), csv.QUOTE_ALL)", "step:load"
+    ),
     _cell("k = 3\nprint(k)", "step:other"),
     _cell("total = int(df.a.sum()) + k\nprint('total', total)", "step:report"),
 ]

@@ -97,3 +97,5 @@ def test_changed_data_file_reruns_its_step_and_prewarm_shares_the_cache(tmp_path
     csv.write_text("a\n1\n5\n")
     assert states() == {"load": ok, "other": cached, "report": ok}
     assert states(prewarm=False) == {"load": cached, "other": cached, "report": cached}
+    # Nor does spawning kernels instead of forking them change a key.
+    assert states(fork=False) == {"load": cached, "other": cached, "report": cached}

@@ -441,3 +441,12 @@ def test_index_freq_survives_arrow(index, tmp_path):
     assert back.index.freq == frame.index.freq
     series_meta, series = roundtrip(frame["v"], tmp_path, "s")
     assert series_meta["serializer"] == "arrow" and series.index.freq == frame.index.freq
+
+
+def test_frame_of_several_arrow_chunks_roundtrips(tmp_path):
+    """pd.concat leaves Arrow-backed columns in chunks: the file then holds several batches."""
+    part = _many_dtypes(20)
+    frame = pd.concat([part, part.iloc[::-1], part], ignore_index=True)
+    meta, back = roundtrip(frame, tmp_path)
+    assert meta["serializer"] == "arrow"
+    pd.testing.assert_frame_equal(back, frame, check_exact=True)

@@ -129,6 +129,7 @@ class _Zygote:
         self.skipped: dict[str, str] = {}
         self.dirty: tuple[str, str] | None = None  # (module, why): retired
         self.exiting = False
+        self.asked_shell = False
         self.own_modules = {m for m in sys.modules if m.split(".")[0] == "jupyter_pipeline"}
 
     # ---------------------------------------------------------------- pre-imports
@@ -183,7 +184,8 @@ class _Zygote:
         import warnings
 
         top = name.split(".")[0]
-        if name in sys.modules:
+        if name in sys.modules:  # a kernel imports it while it starts (json, os…)
+            self.loaded.append(name)
             return
         if self._in_cwd(top):
             self.skipped[name] = "found in the notebook's folder"
@@ -209,8 +211,9 @@ class _Zygote:
         os.dup2(out.fileno(), 1)
         os.dup2(out.fileno(), 2)
         why: str | None = None
+        self.asked_shell = False
+        undo = self._kernel_like()
         try:
-            sys.path[:] = self._kernel_path()
             expected_path = list(sys.path)
             with warnings.catch_warnings(record=True) as caught:
                 try:
@@ -230,7 +233,9 @@ class _Zygote:
             sys.stdout.flush()
             sys.stderr.flush()
             if why is None:
-                if caught:
+                if self.asked_shell:
+                    why = "looked for the IPython shell at import (get_ipython)"
+                elif caught:
                     w = caught[0]
                     why = f"warned at import: {w.category.__name__}: {w.message}"
                 elif os.fstat(out.fileno()).st_size:
@@ -246,6 +251,7 @@ class _Zygote:
                 else:
                     why = self._user_module(set(sys.modules) - before)
         finally:
+            undo()
             os.dup2(saved_fds[0], 1)
             os.dup2(saved_fds[1], 2)
             for fd in saved_fds:
@@ -257,6 +263,65 @@ class _Zygote:
             print(f"forkserver: retiring: {name} {why}", file=sys.stderr, flush=True)
         elif name not in self.skipped:
             self.loaded.append(name)
+
+    def _kernel_like(self) -> Any:
+        """Make what a module can look at while it is imported what a kernel cell would
+        show it, as far as the kernel's start does not decide it; return the undo.
+
+        ``sys.path`` as a cell sees it; ``__main__`` without ``__file__`` (IPython's user
+        module has none); ``sys.stdout``/``sys.stderr`` proxies that write to whatever the
+        streams are when written to (a logging handler made at import writes to the
+        kernel's streams, as if made there); ``get_ipython`` (the builtin and IPython's)
+        recording that it was called: the answer depends on the kernel's shell, which does
+        not exist here, so such a module is not pre-imported.
+        """
+        import builtins
+        import functools
+        import types
+
+        saved = (
+            list(sys.path),
+            sys.modules.get("__main__"),
+            sys.stdout,
+            sys.stderr,
+            builtins.__dict__.get("get_ipython"),
+        )
+        sys.path[:] = self._kernel_path()
+        main = types.ModuleType("__main__")
+        main.__dict__["__builtins__"] = builtins
+        sys.modules["__main__"] = main
+        sys.stdout = _StreamProxy("stdout", saved[2])  # type: ignore[assignment]
+        sys.stderr = _StreamProxy("stderr", saved[3])  # type: ignore[assignment]
+
+        def recorder(original: Any) -> Any:
+            def get_ipython() -> Any:
+                self.asked_shell = True
+                if original is None:
+                    raise NameError("name 'get_ipython' is not defined")
+                return original()
+
+            return functools.wraps(original)(get_ipython) if original else get_ipython
+
+        patched: list[tuple[Any, Any]] = []
+        for mod_name in ("IPython", "IPython.core.getipython"):
+            mod = sys.modules.get(mod_name)
+            if mod is not None and hasattr(mod, "get_ipython"):
+                patched.append((mod, mod.get_ipython))
+                mod.get_ipython = recorder(mod.get_ipython)
+        if saved[4] is None:
+            builtins.get_ipython = recorder(None)  # type: ignore[attr-defined]
+
+        def undo() -> None:
+            sys.path[:] = saved[0]
+            if saved[1] is not None:
+                sys.modules["__main__"] = saved[1]
+            sys.stdout, sys.stderr = saved[2], saved[3]
+            for mod, original in patched:
+                mod.get_ipython = original
+            if saved[4] is None:
+                builtins.__dict__.pop("get_ipython", None)
+
+        return undo
 
     def _user_module(self, new: Iterable[str]) -> str | None:
         for mod_name in new:
@@ -474,6 +539,28 @@ class _Zygote:
 
             atexit._run_exitfuncs()
         return code
+
+
+class _StreamProxy:
+    """``sys.stdout``/``sys.stderr`` while the zygote pre-imports: writes go to whatever
+    ``sys.<name>`` is at the time (in a kernel: ipykernel's streams)."""
+
+    def __init__(self, name: str, fallback: Any) -> None:
+        self._name = name
+        self._fallback = fallback
+
+    def _target(self) -> Any:
+        stream = getattr(sys, self._name)
+        return self._fallback if stream is self else stream
+
+    def write(self, data: str) -> int:
+        return self._target().write(data)
+
+    def flush(self) -> None:
+        self._target().flush()
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._target(), attr)
 
 
 def _exit_code(exc: SystemExit) -> int:
@@ -755,8 +842,19 @@ class ForkServer:
             self._current().notify({"op": "preload", "modules": new})
 
     def status(self) -> dict[str, Any]:
-        """What the current zygote pre-imported, skipped, or retired on."""
-        return self._current().request({"op": "status"})
+        """What the current zygote pre-imported, skipped, or retired on (a retired one is
+        replaced at the next call)."""
+        zygote = self._current()
+        reply = zygote.request({"op": "status"})
+        if reply.get("dirty"):
+            self._retire(zygote, *reply["dirty"])
+        return reply
+
+    def _retire(self, zygote: _ZygoteHandle, module: str, why: str) -> None:
+        with self._lock:
+            zygote.retired = (module, why)
+            self.excluded[module] = why
+        log.debug("fork server: not pre-importing %s: %s", module, why)
 
     def close(self) -> None:
         """Stop every zygote (their remaining kernels are killed). Idempotent."""
@@ -821,10 +919,7 @@ class ForkServer:
                 return ForkedProcess(int(reply["pid"]), sock, list(cmd))
             sock.close()
             if "retired" in reply:
-                with self._lock:
-                    zygote.retired = (reply["retired"], reply["why"])
-                    self.excluded[reply["retired"]] = reply["why"]
-                log.debug("fork server: not pre-importing %s: %s", reply["retired"], reply["why"])
+                self._retire(zygote, reply["retired"], reply["why"])
                 continue
             raise ForkError(str(reply.get("error", reply)))
         raise ForkError("the fork server kept retiring")

@@ -180,3 +180,25 @@ def test_cancel_kills_every_kernel_and_child(tmp_path, store):
     assert run.state is RunState.cancelled
     assert {st.state for st in run.steps} == {RunState.cancelled}
     assert not any(alive(p) for p in family)  # cancel waited for them
+
+
+def test_kernels_are_forked_unless_told_not_to(tmp_path, store):
+    # A forked kernel's parent is the fork server, not the runner jupyter_client names.
+    nb_path = write_nb(
+        tmp_path / "fork.ipynb",
+        [
+            _cell("import os", "imports"),
+            _cell("mine = os.getppid() == int(os.environ['JPY_PARENT_PID'])", "step:one"),
+            _cell("print('spawned by the runner:', mine)", "step:two"),
+        ],
+    )
+    pipeline = analyze_notebook(nb_path)
+    for fork in (True, False):
+        out = tmp_path / f"merged-{fork}.ipynb"
+        run = LocalRunner(store, fork=fork, cache=False).run(pipeline, nb_path, output=out)
+        assert run.state is RunState.succeeded, run
+        merged = nbformat.read(out, as_version=4)
+        assert merged.cells[2].outputs[0]["text"] == f"spawned by the runner: {not fork}\n"
+    # The run's fork server ended with the run.
+    family = psutil.Process().children(recursive=True)
+    assert not [p for p in family if "forkserver" in cmdline(p) and alive(p)]

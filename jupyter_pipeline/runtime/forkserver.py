@@ -352,6 +352,8 @@ class _Zygote:
                         self.exiting = True  # the runner is gone or closed the pipe
                 elif fd == self.listener.fileno():
                     conn, _ = self.listener.accept()
+                    # Non-blocking: an event may be stale (its fd closed and reused since).
+                    conn.setblocking(False)
                     self.conns[conn.fileno()] = conn
                     poller.register(conn.fileno(), select.POLLIN)
                 elif fd in self.children:
@@ -367,6 +369,8 @@ class _Zygote:
     def handle(self, conn: socket.socket, poller: Any) -> None:
         try:
             data, fds, _, _ = socket.recv_fds(conn, _MAX_MSG, 2)
+        except BlockingIOError:
+            return
         except OSError:
             data, fds = b"", []
         if not data:
@@ -374,6 +378,9 @@ class _Zygote:
             return
         msg = json.loads(data)
         op = msg.get("op")
+        if op != "fork":
+            for fd in fds:
+                os.close(fd)
         if op == "fork":
             if self.dirty is not None:
                 for fd in fds:

@@ -376,10 +376,21 @@ def test_arrow_digest_is_the_files_blake3(tmp_path):
     assert save_value(changed, str(tmp_path / "w"))["digest"] != meta["digest"]
 
 
-def test_loaded_frame_does_not_depend_on_the_file(tmp_path):
+@pytest.mark.parametrize(
+    "index",
+    [
+        pd.Index([f"k{i}" for i in range(40)], dtype="str", name="key"),
+        pd.Index(np.arange(40) * 7, name="n"),
+        pd.MultiIndex.from_arrays(
+            [pd.date_range("2020", periods=40, freq="h")[np.arange(40)], np.arange(40.0)]
+        ),
+    ],
+    ids=["str", "int", "multi"],
+)
+def test_loaded_frame_does_not_depend_on_the_file(index, tmp_path):
     """Loading maps the file; nothing of the frame may keep reading it afterwards."""
     frame = _many_dtypes()
-    frame.index = pd.Index([f"k{i}" for i in range(40)], dtype="str", name="key")
+    frame.index = index
     meta, back = roundtrip(frame, tmp_path)
     path = tmp_path / "v" / meta["file"]
     size = path.stat().st_size
@@ -389,9 +400,9 @@ def test_loaded_frame_does_not_depend_on_the_file(tmp_path):
     with open(path, "r+b") as f:
         f.truncate(0)
     pd.testing.assert_frame_equal(back, frame, check_exact=True)
-    back.loc["k0", "f"] = 9.0  # and it is writable
-    back.loc["k1", "s"] = "new"
-    assert back.loc["k0", "f"] == 9.0 and back.loc["k1", "s"] == "new"
+    back.iloc[0, back.columns.get_loc("f")] = 9.0  # and it is writable
+    back.iloc[1, back.columns.get_loc("s")] = "new"
+    assert back["f"].iloc[0] == 9.0 and back["s"].iloc[1] == "new"
 
 
 def test_series_with_index_roundtrips_through_arrow(tmp_path):

@@ -375,7 +375,11 @@ def _column_to_arrow(values: Any, field_type: Any) -> Any:
         kind = arr.dtype.kind
         if kind in "iub" or (kind == "f" and not np.isnan(arr).any()):
             result = pa.array(arr, type=field_type, from_pandas=False)
-        elif kind in "mM" and arr.flags.c_contiguous:
+        elif (
+            kind in "mM"
+            and arr.flags.c_contiguous
+            and np.datetime_data(arr.dtype)[0] == getattr(field_type, "unit", None)
+        ):
             ints = arr.view(np.int64)
             if not (ints == _NAT).any():
                 result = pa.array(ints).view(field_type)
@@ -434,26 +438,32 @@ def _owned_columns(table: Any) -> Any:
     """Copy the columns ``to_pandas`` would leave pointing into ``table``'s memory.
 
     ``to_pandas`` copies numeric, boolean and datetime columns into numpy blocks, but keeps
-    Arrow-backed ones (pandas' ``str``, ``ArrowDtype``) and categorical codes as views. When
-    the table is a memory-mapped file those views would read the file for as long as the
-    frame lives: a file changed or truncated later (a copy over a hard link) would change
-    the frame or crash the kernel. Copying only those columns keeps the frame independent.
+    Arrow-backed ones (pandas' ``str``, ``ArrowDtype``), categorical codes and a numeric
+    index as views. When the table is a memory-mapped file those views would read the file
+    for as long as the frame lives: a file changed or truncated later (a copy over a hard
+    link) would change the frame or crash the kernel. Copying just those columns (and every
+    index column) keeps the frame independent; each byte is still copied only once.
     """
     import pyarrow as pa
 
     meta = table.schema.pandas_metadata or {}
     numpy_types = {c.get("field_name"): str(c.get("numpy_type")) for c in meta.get("columns", [])}
+    index_columns = {d for d in meta.get("index_columns", []) if isinstance(d, str)}
     copied = False
     columns = []
     for field, column in zip(table.schema, table.columns, strict=True):
         t = field.type
         kept_by_pandas = (
-            pa.types.is_integer(t)
-            or pa.types.is_floating(t)
-            or pa.types.is_boolean(t)
-            or pa.types.is_timestamp(t)
-            or pa.types.is_duration(t)
-        ) and "[pyarrow]" not in numpy_types.get(field.name, "")
+            (
+                pa.types.is_integer(t)
+                or pa.types.is_floating(t)
+                or pa.types.is_boolean(t)
+                or pa.types.is_timestamp(t)
+                or pa.types.is_duration(t)
+            )
+            and "[pyarrow]" not in numpy_types.get(field.name, "")
+            and field.name not in index_columns  # an Index may be built on the data as is
+        )
         if not kept_by_pandas and column.num_chunks:
             column = pa.chunked_array([pa.concat_arrays(column.chunks)], type=t)
             copied = True

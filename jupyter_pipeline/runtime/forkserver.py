@@ -41,6 +41,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import select
 import signal
 import socket
@@ -129,7 +130,8 @@ class _Zygote:
         self.skipped: dict[str, str] = {}
         self.dirty: tuple[str, str] | None = None  # (module, why): retired
         self.exiting = False
-        self.asked_shell = False
+        self.asked_shell: list[str] | None = None  # who called get_ipython, while pre-importing
+        self.replays: dict[str, Any] = {}  # import-time shell questions to ask again in a kernel
         self.own_modules = {m for m in sys.modules if m.split(".")[0] == "jupyter_pipeline"}
 
     # ---------------------------------------------------------------- pre-imports
@@ -211,7 +213,7 @@ class _Zygote:
         os.dup2(out.fileno(), 1)
         os.dup2(out.fileno(), 2)
         why: str | None = None
-        self.asked_shell = False
+        self.asked_shell = []
         undo = self._kernel_like()
         try:
             expected_path = list(sys.path)
@@ -233,9 +235,9 @@ class _Zygote:
             sys.stdout.flush()
             sys.stderr.flush()
             if why is None:
-                if self.asked_shell:
-                    why = "looked for the IPython shell at import (get_ipython)"
-                elif caught:
+                why = self._shell_replays(self.asked_shell)
+            if why is None:
+                if caught:
                     w = caught[0]
                     why = f"warned at import: {w.category.__name__}: {w.message}"
                 elif os.fstat(out.fileno()).st_size:
@@ -252,6 +254,7 @@ class _Zygote:
                     why = self._user_module(set(sys.modules) - before)
         finally:
             undo()
+            self.asked_shell = None
             os.dup2(saved_fds[0], 1)
             os.dup2(saved_fds[1], 2)
             for fd in saved_fds:
@@ -295,7 +298,9 @@ class _Zygote:
 
         def recorder(original: Any) -> Any:
             def get_ipython() -> Any:
-                self.asked_shell = True
+                if self.asked_shell is not None:  # only while pre-importing
+                    caller = sys._getframe(1).f_globals.get("__name__", "?")
+                    self.asked_shell.append(str(caller))
                 if original is None:
                     raise NameError("name 'get_ipython' is not defined")
                 return original()
@@ -322,6 +327,17 @@ class _Zygote:
                 builtins.__dict__.pop("get_ipython", None)
 
         return undo
+
+    def _shell_replays(self, callers: list[str]) -> str | None:
+        """Accept a module that asked for the IPython shell at import only where that
+        decision is known and can be taken again in the kernel, once its shell exists."""
+        for caller in dict.fromkeys(callers):
+            check = _REPLAYS.get(caller)
+            found = check[0]() if check else None
+            if found is None:
+                return f"asked for the IPython shell at import ({caller})"
+            self.replays[caller] = found
+        return None
 
     def _user_module(self, new: Iterable[str]) -> str | None:
         for mod_name in new:
@@ -518,6 +534,8 @@ class _Zygote:
         from ipykernel.kernelapp import IPKernelApp
 
         IPKernelApp.class_traits()["parent_handle"].default_value = os.getppid()
+        if self.replays:
+            _replay_after_shell(IPKernelApp, self.replays)
         argv = list(msg["argv"])
         sys.path[:] = self.base_path
         if not sys.flags.safe_path:
@@ -546,6 +564,72 @@ class _Zygote:
 
             atexit._run_exitfuncs()
         return code
+
+
+# ---------------------------------------------------------------- shell-dependent imports
+#
+# A library may decide something at import by asking for the IPython shell, which exists in
+# a kernel but not in the zygote. Known cases are taken again in the forked kernel once its
+# shell exists (before any cell runs); each is (check in the zygote after the import ->
+# what the replay needs or None, replay in the kernel). A check that fails (the library's
+# code changed) keeps the module from being pre-imported.
+
+_PANDAS_MAX_COLS = re.compile(
+    r"if is_terminal\(\):\s*max_cols = (\d+)[^\n]*\s*else:\s*max_cols = (\d+)[^\n]*\s*"
+    r"cf\.register_option\(\s*\"max_columns\",\s*max_cols,"
+)
+
+
+def _pandas_check() -> Any:
+    """pandas.core.config_init picks ``display.max_columns``' default with is_terminal():
+    0 in a terminal (what it found here), 20 in a kernel."""
+    import inspect
+
+    init = sys.modules.get("pandas.core.config_init")
+    cf = sys.modules.get("pandas._config.config")
+    try:
+        match = _PANDAS_MAX_COLS.search(inspect.getsource(init))  # type: ignore[arg-type]
+        option = cf._registered_options["display.max_columns"]  # type: ignore[union-attr]
+        root, key = cf._get_root("display.max_columns")  # type: ignore[union-attr]
+    except (OSError, TypeError, KeyError, AttributeError):
+        return None
+    if match is None or not (option.defval == root[key] == int(match[1])):
+        return None
+    return int(match[2])
+
+
+def _pandas_replay(in_kernel: int) -> None:
+    init = sys.modules["pandas.core.config_init"]
+    cf = sys.modules["pandas._config.config"]
+    if init.is_terminal():  # type: ignore[attr-defined]
+        return  # the same answer as in the zygote
+    key = "display.max_columns"
+    options = cf._registered_options  # type: ignore[attr-defined]
+    options[key] = options[key]._replace(defval=in_kernel)
+    root, leaf = cf._get_root(key)  # type: ignore[attr-defined]
+    root[leaf] = in_kernel
+
+
+_REPLAYS: dict[str, tuple[Any, Any]] = {
+    "pandas.core.config_init": (_pandas_check, _pandas_replay),
+}
+
+
+def _replay_after_shell(app_class: Any, replays: dict[str, Any]) -> None:
+    """In the forked kernel: once the app has its shell, ask the recorded questions again,
+    as a cell would (get_ipython is a builtin while a cell runs)."""
+    original = app_class.init_shell
+
+    def init_shell(app: Any) -> None:
+        app_class.init_shell = original
+        original(app)
+        if app.shell is None:
+            return
+        with app.shell.builtin_trap:
+            for caller, found in replays.items():
+                _REPLAYS[caller][1](found)
+
+    app_class.init_shell = init_shell
 
 
 class _StreamProxy:

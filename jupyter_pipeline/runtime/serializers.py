@@ -612,7 +612,8 @@ class PandasSerializer(Serializer):
             # from the page cache (one copy, as reading the file would be).
             with pa.memory_map(path) as source:
                 table = _owned_columns(pa.ipc.open_file(source).read_all())
-            frame = table.to_pandas()
+            # One thread: no faster alone here, and the other cores run other steps.
+            frame = table.to_pandas(use_threads=False)
         frame = self._with_freq(frame, meta)
         if meta.get("kind") == "series":
             series = frame[self._SERIES_COLUMN]

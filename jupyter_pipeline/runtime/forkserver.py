@@ -361,25 +361,28 @@ class _Zygote:
         poller.register(0, select.POLLIN)
         poller.register(self.listener.fileno(), select.POLLIN)
         while not self.exiting:
-            timeout = 0 if (self.pending and self.dirty is None) else 1000
-            for fd, _ in poller.poll(timeout):
+            # Pre-imports come first: every kernel forked after them shares them, one forked
+            # before would import them again itself (the steps replay the same imports).
+            # Requests wait meanwhile (poll is level-triggered: they are seen again).
+            busy = bool(self.pending) and self.dirty is None
+            for fd, _ in poller.poll(0 if busy else 1000):
                 if fd == 0:
                     if not os.read(0, 4096):
                         self.exiting = True  # the runner is gone or closed the pipe
+                elif fd in self.children:
+                    self.child_exited(self.children[fd], poller)
+                elif busy:
+                    continue
                 elif fd == self.listener.fileno():
                     conn, _ = self.listener.accept()
                     # Non-blocking: an event may be stale (its fd closed and reused since).
                     conn.setblocking(False)
                     self.conns[conn.fileno()] = conn
                     poller.register(conn.fileno(), select.POLLIN)
-                elif fd in self.children:
-                    self.child_exited(self.children[fd], poller)
                 elif fd in self.conns:
                     self.handle(self.conns[fd], poller)
-            if not self.exiting and self.pending and self.dirty is None:
-                events = poller.poll(0)
-                if not events:  # requests first: a waiting kernel beats a pre-import
-                    self.preload_one(self.pending.pop(0))
+            if busy and not self.exiting:
+                self.preload_one(self.pending.pop(0))
         self.stop_children()
 
     def handle(self, conn: socket.socket, poller: Any) -> None:

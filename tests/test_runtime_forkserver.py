@@ -136,6 +136,9 @@ def world(tmp_path_factory):
     folder = root / "nb"
     folder.mkdir()
     (folder / "localmod.py").write_text("VALUE = 1\n")
+    # Shadows a standard module: kernels (and the zygote) import their own machinery with
+    # the notebook's folder off sys.path, so this is never imported.
+    (folder / "selectors.py").write_text("raise ImportError('the notebook folder shadowed')\n")
     lib = root / "lib" / "warnpkg"
     lib.mkdir(parents=True)
     (lib / "__init__.py").write_text(

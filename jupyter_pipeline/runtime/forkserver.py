@@ -139,14 +139,20 @@ class _Zygote:
     def import_kernel_modules(self) -> None:
         import importlib
 
+        # ipykernel_launcher imports the kernel without the working directory on sys.path.
+        sys.path[:] = self.base_path[1:] if not sys.flags.safe_path else self.base_path
+
         # As ipykernel does before running any cell (matplotlib reads it at import).
         if not os.environ.get("MPLBACKEND"):
             os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-        for name in _KERNEL_MODULES:
-            try:
-                importlib.import_module(name)
-            except Exception as exc:  # a kernel would fail (or do without) the same way
-                print(f"forkserver: {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        try:
+            for name in _KERNEL_MODULES:
+                try:
+                    importlib.import_module(name)
+                except Exception as exc:  # a kernel would fail (or do without) the same way
+                    print(f"forkserver: {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        finally:
+            sys.path[:] = self.base_path
         sys.stderr.flush()
 
     def _kernel_path(self) -> list[str]:
@@ -690,8 +696,16 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m jupyter_pipeline.runtime.forkserver")
     parser.add_argument("--listen-fd", type=int, required=True, help="listening Unix socket")
+    parser.add_argument("--cwd", required=True, help="the kernels' working directory")
     parser.add_argument("--preload", default="", help="comma-separated modules to pre-import")
     args = parser.parse_args(argv)
+    # Started in an empty directory, so that nothing of the notebook's folder could shadow
+    # what this process imported so far (ipykernel_launcher, too, takes its folder off
+    # sys.path before importing). From here on, sys.path is what `python -m` gives a kernel
+    # started in the notebook's folder.
+    os.chdir(args.cwd)
+    if not sys.flags.safe_path:
+        sys.path[0] = os.getcwd()
     listener = socket.socket(fileno=args.listen_fd)
     listener.set_inheritable(False)
     zygote = _Zygote(listener)
@@ -803,10 +817,12 @@ class _ZygoteHandle:
                     "jupyter_pipeline.runtime.forkserver",
                     "--listen-fd",
                     str(listener.fileno()),
+                    "--cwd",
+                    cwd,
                     "--preload",
                     ",".join(modules),
                 ],
-                cwd=cwd,
+                cwd=self.dir,
                 env=env,
                 stdin=death_r,
                 stdout=logf,
@@ -976,6 +992,9 @@ class ForkServer:
             return f"the kernel runs another interpreter: {cmd[0]}"
         if os.path.abspath(cwd or os.getcwd()) != self.cwd:
             return f"working directory {cwd} is not the fork server's {self.cwd}"
+        pythonpath = self.env.get("PYTHONPATH", "")
+        if any(p and not os.path.isabs(p) for p in pythonpath.split(os.pathsep)):
+            return "PYTHONPATH has relative entries (resolved against the start directory)"
         kernel_env = dict(os.environ if env is None else env)
         kernel_env["JPY_PARENT_PID"] = str(os.getpid())
         if kernel_env != self.env:

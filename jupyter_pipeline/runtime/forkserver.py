@@ -755,7 +755,9 @@ class ForkedProcess:
                 self.returncode = int(json.loads(data)["exit"])
             elif _gone(self.pid):  # the zygote died: it cannot tell the status any more
                 self.returncode = -signal.SIGKILL
-            else:
+            else:  # orphaned, still running (its parent poller stops it within a second)
+                if timeout:
+                    time.sleep(min(timeout, 0.1))
                 return
             conn.close()
             self._conn = None

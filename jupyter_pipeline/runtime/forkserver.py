@@ -16,11 +16,20 @@ What the zygote pre-imports is limited to what cannot change what a kernel compu
 
 * only modules that resolve outside the notebook's folder (never the user's own modules,
   which may change), resolved with the ``sys.path`` a kernel's cells see;
+* modules are imported as a kernel cell would import them: with that ``sys.path``, a bare
+  ``__main__``, and ``sys.stdout``/``sys.stderr`` stand-ins that write to the kernel's
+  streams (a logging handler made at import writes where it would in a kernel);
 * a module whose import prints, warns, starts a thread, changes ``sys.path``, import hooks,
   signal handlers or interpreter hooks, or fails, must not be pre-imported: that output
-  or effect belongs to the step that imports it. As an import cannot be undone, the
-  zygote then *retires* (forks no more kernels) and the client starts a new zygote that
-  leaves that module out.
+  or effect belongs to the step that imports it. Nor may one whose import asks for the
+  IPython shell (``get_ipython()``), which only a kernel has — except where that question
+  is known and asked again in the forked kernel once its shell exists (pandas picks its
+  ``display.max_columns`` default so). As an import cannot be undone, the zygote then
+  *retires* (forks no more kernels) and the client starts a new zygote that leaves that
+  module out.
+
+Pre-imports run before fork requests are served: every kernel forked after them shares
+them, and the steps of a run replay the same imports anyway.
 
 The client side (:class:`ForkServer`, run in the runner process) decides per kernel whether
 forking is faithful and falls back to a normal spawned kernel otherwise: a kernel spec

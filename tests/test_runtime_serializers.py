@@ -461,3 +461,16 @@ def test_frame_of_several_arrow_chunks_roundtrips(tmp_path):
     meta, back = roundtrip(frame, tmp_path)
     assert meta["serializer"] == "arrow"
     pd.testing.assert_frame_equal(back, frame, check_exact=True)
+
+
+def test_arrow_load_reads_the_file_where_it_cannot_be_mapped(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    frame = _many_dtypes()
+    save_value(frame, str(tmp_path / "v"))
+
+    def refuse(*args, **kwargs):
+        raise OSError("mmap not supported")
+
+    monkeypatch.setattr(pa, "memory_map", refuse)
+    pd.testing.assert_frame_equal(load_value(str(tmp_path / "v")), frame, check_exact=True)

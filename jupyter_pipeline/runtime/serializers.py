@@ -610,7 +610,11 @@ class PandasSerializer(Serializer):
         else:
             # Mapped, not read: to_pandas copies the columns into pandas' blocks straight
             # from the page cache (one copy, as reading the file would be).
-            with pa.memory_map(path) as source:
+            try:
+                source = pa.memory_map(path)
+            except OSError:  # a file system that cannot map files (some FUSE mounts)
+                source = pa.OSFile(path)
+            with source:
                 table = _owned_columns(pa.ipc.open_file(source).read_all())
             # One thread: no faster alone here, and the other cores run other steps.
             frame = table.to_pandas(use_threads=False)

@@ -66,6 +66,8 @@ OTHERS = [
     # keeps sys.stderr at import: writes to the kernel's
     "import logpkg\nlogpkg.hello()",
     "!echo shell-says-hi",
+    # reads the kernel's own command line at import
+    "import argvpkg, os\nprint(os.path.basename(argvpkg.PROGRAM))",
     # decides a display default at import by asking for the shell (replayed in the kernel)
     "import pandas as pd\nprint(pd.get_option('display.max_columns'))",
     "import numpy as np, random\nprint('draws', np.random.rand(), random.random())",
@@ -156,6 +158,7 @@ def world(tmp_path_factory):
             """
         )
     )
+    (lib.parent / "argvpkg.py").write_text("import sys\nPROGRAM = sys.argv[0]\n")
     (lib.parent / "logpkg.py").write_text(
         textwrap.dedent(
             """
@@ -194,12 +197,12 @@ def server(world):
 def test_forked_kernel_is_like_a_fresh_one(world, server):
     folder = world
     modules = ["numpy", "matplotlib.pyplot", "pandas", "localmod", "warnpkg", "ipyaware"]
-    modules += ["logpkg", "json"]
+    modules += ["argvpkg", "logpkg", "json"]
     server = server(modules)
     status = _settle(server)
     # warnpkg printed and warned at import, ipyaware asked for the IPython shell: a zygote
     # that imported one of them forks no kernel; one without them took over.
-    assert server.excluded.keys() == {"warnpkg", "ipyaware"}
+    assert server.excluded.keys() == {"warnpkg", "ipyaware", "argvpkg"}
     assert status["dirty"] is None
     assert status["loaded"] == ["numpy", "matplotlib.pyplot", "pandas", "logpkg", "json"]
     assert status["skipped"] == {"localmod": "found in the notebook's folder"}
@@ -226,10 +229,11 @@ def test_forked_kernel_is_like_a_fresh_one(world, server):
         assert _texts(nb.cells[5]) == ["stderr: logpkg says hello\n"]
         assert _texts(nb.cells[6]) == ["stdout: shell-says-hi\r\n"]  # through a pty
         assert "shell-says-hi" in log
-        assert _texts(nb.cells[7]) == ["stdout: 20\n"]
-        assert [_texts(c) for c in nb.cells[:8]] == [_texts(c) for c in spawned[1].cells[:8]]
+        assert _texts(nb.cells[7]) == ["stdout: ipykernel_launcher.py\n"]
+        assert _texts(nb.cells[8]) == ["stdout: 20\n"]
+        assert [_texts(c) for c in nb.cells[:9]] == [_texts(c) for c in spawned[1].cells[:9]]
     # Unseeded global RNGs: every kernel draws its own numbers.
-    draws = {_texts(nb.cells[8])[0] for _, nb, _, _ in [spawned, *forked]}
+    draws = {_texts(nb.cells[9])[0] for _, nb, _, _ in [spawned, *forked]}
     assert len(draws) == 3
 
 

@@ -19,8 +19,9 @@ What the zygote pre-imports is limited to what cannot change what a kernel compu
 * modules are imported as a kernel cell would import them: with that ``sys.path``, a bare
   ``__main__``, and ``sys.stdout``/``sys.stderr`` stand-ins that write to the kernel's
   streams (a logging handler made at import writes where it would in a kernel);
-* a module whose import prints, warns, starts a thread, changes ``sys.path``, import hooks,
-  signal handlers or interpreter hooks, or fails, must not be pre-imported: that output
+* a module whose import prints, warns, starts a thread, reads ``sys.argv`` (each kernel
+  has its own), changes ``sys.path``, import hooks, signal handlers or interpreter hooks,
+  or fails, must not be pre-imported: that output
   or effect belongs to the step that imports it. Nor may one whose import asks for the
   IPython shell (``get_ipython()``), which only a kernel has — except where that question
   is known and asked again in the forked kernel once its shell exists (pandas picks its
@@ -87,7 +88,7 @@ _KERNEL_MODULES = (
     "IPython.core.logger",
     "IPython.extensions.storemagic",
 )
-_MAX_ZYGOTES = 4  # a retired zygote is replaced at most this many times per server
+_MAX_ZYGOTES = 6  # a retired zygote is replaced at most this many times per server
 
 
 def supported() -> bool:
@@ -140,6 +141,7 @@ class _Zygote:
         self.dirty: tuple[str, str] | None = None  # (module, why): retired
         self.exiting = False
         self.asked_shell: list[str] | None = None  # who called get_ipython, while pre-importing
+        self.argv_read: list[bool] = []  # sys.argv was looked at while pre-importing
         self.replays: dict[str, Any] = {}  # import-time shell questions to ask again in a kernel
         self.own_modules = {m for m in sys.modules if m.split(".")[0] == "jupyter_pipeline"}
 
@@ -229,6 +231,7 @@ class _Zygote:
         os.dup2(out.fileno(), 2)
         why: str | None = None
         self.asked_shell = []
+        self.argv_read.clear()
         undo = self._kernel_like()
         try:
             expected_path = list(sys.path)
@@ -249,6 +252,8 @@ class _Zygote:
             warnings._filters_mutated()  # type: ignore[attr-defined]
             sys.stdout.flush()
             sys.stderr.flush()
+            if why is None and self.argv_read:
+                why = "read sys.argv at import (each kernel has its own)"
             if why is None:
                 why = self._shell_replays(self.asked_shell)
             if why is None:
@@ -303,6 +308,7 @@ class _Zygote:
             sys.stdout,
             sys.stderr,
             builtins.__dict__.get("get_ipython"),
+            sys.argv,
         )
         sys.path[:] = self._kernel_path()
         main = types.ModuleType("__main__")
@@ -310,6 +316,8 @@ class _Zygote:
         sys.modules["__main__"] = main
         sys.stdout = _StreamProxy("stdout", saved[2])  # type: ignore[assignment]
         sys.stderr = _StreamProxy("stderr", saved[3])  # type: ignore[assignment]
+        # Each kernel has its own (its connection file): reading it at import is recorded.
+        sys.argv = _WatchedList(self.argv_read, sys.argv)
 
         def recorder(original: Any) -> Any:
             def get_ipython() -> Any:
@@ -336,6 +344,7 @@ class _Zygote:
             if saved[1] is not None:
                 sys.modules["__main__"] = saved[1]
             sys.stdout, sys.stderr = saved[2], saved[3]
+            sys.argv = saved[5]
             for mod, original in patched:
                 mod.get_ipython = original
             if saved[4] is None:
@@ -648,6 +657,30 @@ def _replay_after_shell(app_class: Any, replays: dict[str, Any]) -> None:
                 _REPLAYS[caller][1](found)
 
     app_class.init_shell = init_shell
+
+
+class _WatchedList(list):  # type: ignore[type-arg]
+    """A list that notes being read (``sys.argv`` while pre-importing)."""
+
+    def __init__(self, note: list[bool], items: Iterable[Any]) -> None:
+        super().__init__(items)
+        self._note = note
+
+    def __getitem__(self, index: Any) -> Any:
+        self._note.append(True)
+        return super().__getitem__(index)
+
+    def __iter__(self) -> Any:
+        self._note.append(True)
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._note.append(True)
+        return super().__len__()
+
+    def __contains__(self, item: object) -> bool:
+        self._note.append(True)
+        return super().__contains__(item)
 
 
 class _StreamProxy:

@@ -56,8 +56,9 @@ class StepExecutionError(Exception):
 def kill_kernel(pid: int, sig: int = signal.SIGKILL) -> bool:
     """Kill a step kernel and every process it started.
 
-    jupyter_client starts kernels in a new session (``start_new_session=True``), so the
-    kernel leads its own process group and its children inherit it.
+    jupyter_client starts kernels in a new session (``start_new_session=True``; a kernel
+    forked from a fork server calls ``setsid()`` itself), so the kernel leads its own
+    process group and its children inherit it.
 
     Returns:
         True if a signal was sent, False if the group was already gone.

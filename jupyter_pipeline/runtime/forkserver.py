@@ -19,15 +19,15 @@ What the zygote pre-imports is limited to what cannot change what a kernel compu
 * modules are imported as a kernel cell would import them: with that ``sys.path``, a bare
   ``__main__``, and ``sys.stdout``/``sys.stderr`` stand-ins that write to the kernel's
   streams (a logging handler made at import writes where it would in a kernel);
-* a module whose import prints, warns, starts a thread, reads ``sys.argv`` (each kernel
-  has its own), changes ``sys.path``, import hooks, signal handlers or interpreter hooks,
-  or fails, must not be pre-imported: that output
-  or effect belongs to the step that imports it. Nor may one whose import asks for the
-  IPython shell (``get_ipython()``), which only a kernel has — except where that question
-  is known and asked again in the forked kernel once its shell exists (pandas picks its
-  ``display.max_columns`` default so). As an import cannot be undone, the zygote then
-  *retires* (forks no more kernels) and the client starts a new zygote that leaves that
-  module out.
+* a module whose import prints, warns, starts a thread, keeps a file open (kernels would
+  share its offset), reads ``sys.argv`` (each kernel has its own), changes ``sys.path``,
+  import hooks, signal handlers or interpreter hooks, or fails, must not be pre-imported:
+  that output or effect belongs to the step that imports it. Nor may one whose import asks
+  for the IPython shell (``get_ipython()``), which only a kernel has — except where that
+  question is known and asked again in the forked kernel once its shell exists (pandas
+  picks its ``display.max_columns`` default so). As an import cannot be undone, the zygote
+  then *retires* (forks no more kernels) and the client starts a new zygote that leaves
+  that module out.
 
 Pre-imports run before fork requests are served: every kernel forked after them shares
 them, and the steps of a run replay the same imports anyway.
@@ -232,6 +232,7 @@ class _Zygote:
         why: str | None = None
         self.asked_shell = []
         self.argv_read.clear()
+        fds_before = _open_fds()
         undo = self._kernel_like()
         try:
             expected_path = list(sys.path)
@@ -270,6 +271,8 @@ class _Zygote:
                     why = "started a thread"
                 elif os.getcwd() != self.cwd:
                     why = "changed the working directory"
+                elif _open_fds() - fds_before:
+                    why = "kept a file or socket open (forked kernels would share it)"
                 else:
                     why = self._user_module(set(sys.modules) - before)
         finally:
@@ -712,6 +715,13 @@ def _exit_code(exc: SystemExit) -> int:
         return exc.code
     print(exc.code, file=sys.stderr)
     return 1
+
+
+def _open_fds() -> set[str]:
+    try:
+        return set(os.listdir("/proc/self/fd"))
+    except OSError:
+        return set()
 
 
 def _hooks() -> tuple[Any, ...]:

@@ -1183,7 +1183,8 @@ def kernel_manager_class() -> type:
         fork_server: ForkServer | None = None
 
         async def _async_pre_start_kernel(self, **kw: Any) -> Any:
-            spec_provisioner = self.kernel_spec.metadata.get("kernel_provisioner")
+            spec = self.kernel_spec
+            spec_provisioner = spec.metadata.get("kernel_provisioner") if spec else None
             if self.provisioner is None and self.fork_server is not None:
                 if spec_provisioner:
                     log.debug("kernel spawned, not forked: its kernel spec names a provisioner")

@@ -7,7 +7,7 @@ Measures, in one process and on one disk:
 - the same number of raw bytes as our file, written then read back with ``write``/``readinto``
   into a buffer reused across rounds (the limit), and into a fresh buffer (for reference);
 - ``dill.dump`` + ``dill.load`` (Kale's default marshaller), if dill is installed;
-- the digest candidates (sha256, blake2b, blake3 if installed) on the array's bytes.
+- the digest candidates (sha256, blake2b, blake3, xxh3_128 if installed) on the array's bytes.
 
 Prints best-of-N times and the ratios ``raw / ours`` (throughput as a fraction of the raw disk; goal
 ≥ 0.5) and ``dill / ours`` (>1: faster than dill).
@@ -191,12 +191,11 @@ def main() -> None:
         array = np.random.default_rng(0).random(int(args.gib * 2**30) // 8)
         mv = memoryview(array).cast("B")
         hashers = {"sha256": hashlib.sha256, "blake2b": hashlib.blake2b}
-        try:
-            from blake3 import blake3
-
-            hashers["blake3"] = blake3
-        except ImportError:
-            pass
+        for module, attr in (("blake3", "blake3"), ("xxhash", "xxh3_128")):
+            try:
+                hashers[attr] = getattr(__import__(module), attr)
+            except ImportError:
+                pass
         print()
         for name, make in hashers.items():
             t = time.perf_counter()

@@ -364,7 +364,7 @@ def test_arrow_file_is_what_pyarrow_writes(tmp_path):
     assert table.equals(pa.Table.from_pandas(frame), check_metadata=True)
 
 
-def test_arrow_digest_is_the_files_blake3(tmp_path):
+def test_arrow_digest_is_the_files_digest(tmp_path):
     from jupyter_pipeline.runtime.serializers import DIGEST, _hash_file
 
     frame = _many_dtypes(400)

@@ -43,12 +43,15 @@ __all__ = [
 ]
 
 META = "meta.json"
-try:  # BLAKE3: cryptographic and ~6 GiB/s a core; sha256 (~1.6 GiB/s with SHA-NI) otherwise
-    from blake3 import blake3 as _blake3
+try:
+    # XXH3-128: a content digest for cache keys and verification, not a security boundary
+    # (nothing adversarial writes a step's outputs). ~30 GiB/s a core against BLAKE3's ~6:
+    # on a 45 MiB DataFrame that is 1.5 ms instead of 6.5 ms, a fifth of the whole save+load.
+    from xxhash import xxh3_128 as _fast_hash
 
-    DIGEST = "blake3"
+    DIGEST = "xxh3_128"
 except ImportError:  # pragma: no cover - depends on the environment
-    _blake3 = None
+    _fast_hash = None
     DIGEST = "sha256"
 _CHUNK = 1 << 26
 # Beyond this many visited objects the sharing scan gives up and assumes sharing.
@@ -79,13 +82,13 @@ def _type_name(value: Any) -> str:
 
 
 def _new_hash() -> Any:
-    return _blake3() if _blake3 is not None else hashlib.new(DIGEST)
+    return _fast_hash() if _fast_hash is not None else hashlib.new(DIGEST)
 
 
 class _HashingFile(io.RawIOBase):
     """A write-only file that hashes what passes through (picklers, Arrow's IPC writer).
 
-    Large writes are hashed in a thread while the main thread writes them: both hashlib/blake3
+    Large writes are hashed in a thread while the main thread writes them: both the hashers
     and file writes release the GIL, so the digest costs almost nothing on top of the I/O
     when a core is free. Each write returns only once its bytes are hashed and written, so
     callers may reuse or free the buffer (Arrow passes temporaries for some of its writes).

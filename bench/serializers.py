@@ -19,6 +19,7 @@ Usage: ``python bench/serializers.py [--dir DIR] [--gib 1.0] [--rows 1000000] [-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import shutil
@@ -192,10 +193,8 @@ def main() -> None:
         mv = memoryview(array).cast("B")
         hashers = {"sha256": hashlib.sha256, "blake2b": hashlib.blake2b}
         for module, attr in (("blake3", "blake3"), ("xxhash", "xxh3_128")):
-            try:
+            with contextlib.suppress(ImportError):
                 hashers[attr] = getattr(__import__(module), attr)
-            except ImportError:
-                pass
         print()
         for name, make in hashers.items():
             t = time.perf_counter()

@@ -13,7 +13,7 @@ import ast
 import functools
 import importlib.metadata as md
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from nbformat import NotebookNode
@@ -69,7 +69,7 @@ def _modules_of(source: str) -> frozenset[str]:
 
 
 @functools.lru_cache(maxsize=1)
-def _module_map() -> dict[str, list[str]]:
+def _module_map() -> Mapping[str, list[str]]:
     return md.packages_distributions()
 
 

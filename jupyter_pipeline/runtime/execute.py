@@ -122,7 +122,8 @@ def _register_engine() -> None:
             if getattr(self.km, "ipykernel", False):
                 # Keeps ipykernel's start-up chatter (the "TCP without encryption" warning)
                 # out of every step log; cell output and tracebacks are unaffected.
-                self.extra_arguments = [*self.extra_arguments, "--IPKernelApp.log_level=ERROR"]
+                extra: list[str] = list(self.extra_arguments)  # type: ignore[has-type]
+                self.extra_arguments = [*extra, "--IPKernelApp.log_level=ERROR"]
             super().start_new_kernel(**kwargs)
             provisioner = getattr(self.km, "provisioner", None)
             pid = getattr(provisioner, "pid", None)

@@ -249,7 +249,7 @@ class _Zygote:
                 # Filters a library installs at import stay, as in a kernel that imports it
                 # (catch_warnings would restore the old ones).
                 filters = list(warnings.filters)
-            warnings.filters[:] = filters
+            warnings.filters[:] = filters  # type: ignore[index]
             warnings._filters_mutated()  # type: ignore[attr-defined]
             sys.stdout.flush()
             sys.stderr.flush()
@@ -338,7 +338,7 @@ class _Zygote:
             mod = sys.modules.get(mod_name)
             if mod is not None and hasattr(mod, "get_ipython"):
                 patched.append((mod, mod.get_ipython))
-                mod.get_ipython = recorder(mod.get_ipython)
+                mod.get_ipython = recorder(mod.get_ipython)  # type: ignore[attr-defined]
         if saved[4] is None:
             builtins.get_ipython = recorder(None)  # type: ignore[attr-defined]
 
@@ -1153,7 +1153,7 @@ def _provisioner_class() -> type:
                 except ForkError as exc:
                     reason = str(exc)
                 else:
-                    self.process = process
+                    self.process = process  # type: ignore[assignment]  # a Popen look-alike
                     self.pid = self.pgid = process.pid  # it called setsid() before we knew
                     self.cwd = kwargs.get("cwd") or os.getcwd()
                     return self.connection_info

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 import nbformat
@@ -34,7 +35,7 @@ _PARAMETER_TAGS = {"parameters", "injected-parameters", "pipeline-parameters"}
 _SKIP_TAG = "skip-execution"  # nbclient's default skip_cells_with_tag
 
 
-def render_load(inputs: dict[str, str | None]) -> str:
+def render_load(inputs: Mapping[str, str | None]) -> str:
     """Source of the load-inputs cell for an input map (name → saved-value directory).
 
     Empty without inputs: nbclient skips empty cells (one kernel round trip less).

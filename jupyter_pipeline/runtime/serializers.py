@@ -51,7 +51,7 @@ try:
 
     DIGEST = "xxh3_128"
 except ImportError:  # pragma: no cover - depends on the environment
-    _fast_hash = None
+    _fast_hash = None  # type: ignore[assignment,misc]
     DIGEST = "sha256"
 _CHUNK = 1 << 26
 # Beyond this many visited objects the sharing scan gives up and assumes sharing.

@@ -123,3 +123,8 @@ def alive(proc: Any) -> bool:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def stream_text(cell: Any) -> str:
+    """All stream output of a cell as one text (a loaded kernel may flush a print in pieces)."""
+    return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.output_type == "stream")

@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
-from helpers import alive, cmdline, write_nb
+from helpers import alive, cmdline, stream_text, write_nb
 from helpers import code_cell as _cell
 from helpers import file_digest as _digest
 from nbformat.v4 import new_markdown_cell
@@ -73,9 +73,7 @@ def test_branches_overlap_prewarm_merge_and_cache(tmp_path, store):
     assert Path(run.run_dir) == store.runs_dir / run.id
 
     merged = nbformat.read(str(out), as_version=4)
-    texts = [
-        "".join(o.get("text", "")) for c in merged.cells if c.cell_type == "code" for o in c.outputs
-    ]
+    texts = [stream_text(c) for c in merged.cells if c.cell_type == "code"]
     assert "x is 1\n" in texts and "y is 2\n" in texts and "total 5\n" in texts
     assert merged.cells[5].outputs[-1]["data"]["text/plain"] == "5"
     assert _digest(nb_path) == before  # the source notebook is never touched
@@ -198,7 +196,7 @@ def test_kernels_are_forked_unless_told_not_to(tmp_path, store):
         run = LocalRunner(store, fork=fork, cache=False).run(pipeline, nb_path, output=out)
         assert run.state is RunState.succeeded, run
         merged = nbformat.read(out, as_version=4)
-        assert merged.cells[2].outputs[0]["text"] == f"spawned by the runner: {not fork}\n"
+        assert stream_text(merged.cells[2]) == f"spawned by the runner: {not fork}\n"
     # The run's fork server ended with the run.
     family = psutil.Process().children(recursive=True)
     assert not [p for p in family if "forkserver" in cmdline(p) and alive(p)]

@@ -90,6 +90,16 @@ class _Context:
         self.pid: int | None = None
         self.ready_error: BaseException | None = None
         self.crash: tuple[int, BaseException] | None = None
+        # Unix sockets instead of TCP ports between runner and kernel: a TCP port is picked
+        # by binding and releasing it, and another process starting kernels at the same
+        # moment can take it first (the kernel then dies before it replies). jupyter_client's
+        # default socket path is relative to the cwd, which differs between the runner and
+        # a step kernel, so each kernel gets its own absolute (short) path.
+        self.ipc_dir: str | None = None
+        if os.name == "posix":
+            import tempfile
+
+            self.ipc_dir = tempfile.mkdtemp(prefix="jp-kernel-")
 
     def inputs(self) -> dict[str, str]:
         if self.ready is not None:
@@ -115,6 +125,9 @@ def _register_engine() -> None:
             km = super().create_kernel_manager()
             if self.jp.fork_server is not None:
                 km.fork_server = self.jp.fork_server
+            if self.jp.ipc_dir is not None:
+                km.transport = "ipc"
+                km.ip = os.path.join(self.jp.ipc_dir, "k")
             return km
 
         def start_new_kernel(self, **kwargs: Any) -> None:
@@ -491,6 +504,10 @@ def run_step(
                 raise
     finally:
         _close_new_loop(loop_before)
+        if ctx.ipc_dir is not None:
+            import shutil
+
+            shutil.rmtree(ctx.ipc_dir, ignore_errors=True)
         if log is not None:
             log.close()
         if request.html and os.path.exists(executed_path):

@@ -976,9 +976,6 @@ def _held_names(value: ast.expr) -> list[str]:
 
 def _iterated_names(it: ast.expr) -> list[str]:
     """Containers a ``for`` loop takes its elements from."""
-    if isinstance(it, ast.Name | ast.Attribute | ast.Subscript):
-        root = _root(it)
-        return [root] if root else []
     if isinstance(it, ast.Call):
         if isinstance(it.func, ast.Name) and it.func.id in _ITERATING:
             return [n for a in it.args for n in _iterated_names(a)]

@@ -434,8 +434,6 @@ class _Zygote:
                 _reply(conn, {"retired": self.dirty[0], "why": self.dirty[1]})
                 return
             self.fork(conn, msg, fds, poller)
-        elif op == "preload":  # the requester does not wait for an answer
-            self.pending += [m for m in msg["modules"] if m not in self.pending]
         elif op == "status":
             _reply(
                 conn,
@@ -898,11 +896,6 @@ class _ZygoteHandle:
             raise ForkError(f"fork server unreachable: {exc}") from None
         return sock
 
-    def notify(self, msg: dict[str, Any]) -> None:
-        """Send without waiting (the zygote reads it once it is free)."""
-        with self.connect(5) as sock:
-            _send(sock, msg)
-
     def request(self, msg: dict[str, Any], timeout: float | None = 120) -> dict[str, Any]:
         with self.connect(timeout) as sock:
             _send(sock, msg)
@@ -943,9 +936,8 @@ def _recv(sock: socket.socket) -> bytes:
 class ForkServer:
     """Client of a zygote for one working directory and environment (one pipeline run).
 
-    Started lazily (the first :meth:`fork` or :meth:`preload` starts the zygote), safe to
-    use from several threads, closed with :meth:`close` (which kills any kernel still
-    alive that it forked).
+    Started lazily (by :meth:`start` or the first :meth:`fork`), safe to use from several
+    threads, closed with :meth:`close` (which kills any kernel still alive that it forked).
 
     Args:
         cwd: Working directory of the kernels (the notebook's folder).
@@ -995,15 +987,6 @@ class ForkServer:
         """Start the zygote now (it imports ipykernel and the modules meanwhile)."""
         with contextlib.suppress(ForkError):
             self._current()
-
-    def preload(self, modules: Iterable[str]) -> None:
-        """Add modules to pre-import (in the current zygote and any replacement)."""
-        new = [m for m in modules if m not in self.modules]
-        if not new:
-            return
-        self.modules += new
-        with contextlib.suppress(ForkError):
-            self._current().notify({"op": "preload", "modules": new})
 
     def status(self) -> dict[str, Any]:
         """What the current zygote pre-imported, skipped, or retired on (a retired one is

@@ -774,13 +774,7 @@ class _Analyzer:
             if name in st.inputs and name not in st.writes:
                 # An input changed in place (read first, so it is "sure" here): later
                 # readers must take it from this step, not from its producer.
-                b = Binding(
-                    name, "data", st.name, cell, line, instance_of=st.inputs[name].instance_of
-                )
-                if ev is not None and ev.kind == "alias":
-                    b.shares_with = ev.info
-                st.local[name] = b
-                st.writes[name] = b
+                self.changed_here(st, name, cell, line, ev, st.inputs[name].instance_of)
             return  # a local object changed in place: still this step's value
         cond = ev.cond if ev is not None else (-1,)
         if any(cond[: len(b)] == b for b in st.maybe.get(name, ())):
@@ -830,14 +824,26 @@ class _Analyzer:
                     )
                 st.inputs[name] = outside
                 st.input_at[name] = (cell, line)
-        b = Binding(name, "data", st.name, cell, line, instance_of=base.instance_of)
+        self.changed_here(st, name, cell, line, ev, base.instance_of)
+        st.sure.add(name)
+        st.maybe.pop(name, None)
+        st.passthrough.pop(name, None)  # the outside value is now an explicit input
+
+    def changed_here(
+        self,
+        st: _StepState,
+        name: str,
+        cell: int,
+        line: int,
+        ev: Event | None,
+        instance_of: Binding | None,
+    ) -> None:
+        """``name``'s object changed in place in this step: the step now produces it."""
+        b = Binding(name, "data", st.name, cell, line, instance_of=instance_of)
         if ev is not None and ev.kind == "alias":
             b.shares_with = ev.info
         st.local[name] = b
         st.writes[name] = b
-        st.sure.add(name)
-        st.maybe.pop(name, None)
-        st.passthrough.pop(name, None)  # the outside value is now an explicit input
 
     def delete(self, st: _StepState, name: str, cell: int, line: int, cond: Cond) -> None:
         outside = self.env.get(name)

@@ -535,31 +535,30 @@ class RunStore:
                 folder = Path(r["run_dir"]).resolve()
                 if folder.is_relative_to(runs_dir) and folder != runs_dir:
                     folders.append(folder)
+        in_ids = ",".join("?" * len(ids))
         with self._transaction() as cur:
-            keys = set()
-            for run_id in ids:
-                keys |= {
-                    k[0]
-                    for k in cur.execute(
-                        "SELECT cache_key FROM steps WHERE run_id=? AND cache_key IS NOT NULL",
-                        (run_id,),
-                    )
-                }
-            if not dry_run:
-                for run_id in ids:
-                    # Re-check the state inside the transaction (steps go by cascade).
-                    cur.execute(
-                        f"DELETE FROM runs WHERE id=? AND state IN ({marks})", (run_id, *_FINISHED)
-                    )
-            others = ",".join("?" * len(ids))
-            still = {
+            keys = {
                 k[0]
                 for k in cur.execute(
-                    "SELECT DISTINCT cache_key FROM steps WHERE cache_key IS NOT NULL"
-                    f" AND run_id NOT IN ({others})",
+                    f"SELECT DISTINCT cache_key FROM steps WHERE run_id IN ({in_ids})"
+                    " AND cache_key IS NOT NULL",
                     ids,
                 )
             }
+            still = {
+                k[0]
+                for k in cur.execute(
+                    f"SELECT DISTINCT cache_key FROM steps WHERE run_id NOT IN ({in_ids})"
+                    " AND cache_key IS NOT NULL",
+                    ids,
+                )
+            }
+            if not dry_run:
+                # Re-check the state inside the transaction (steps go by cascade).
+                cur.execute(
+                    f"DELETE FROM runs WHERE id IN ({in_ids}) AND state IN ({marks})",
+                    (*ids, *_FINISHED),
+                )
             busy = cur.execute(
                 "SELECT 1 FROM runs WHERE backend='local' AND state IN ('queued','running')"
             ).fetchone()

@@ -491,7 +491,7 @@ def parse_notebook(
         resume_pending = resume
         resume = None
         if same_as_last and current is last_step:
-            current = last_step  # the step tagged again on a following cell: still one step
+            pass  # the step tagged again on a following cell: still one step
         elif new_step is not None:
             last_step = open_span(new_step, "step", i)
         elif current is None or (

@@ -99,15 +99,6 @@ def branches(path: Path, n: int) -> Path:
 # ---------------------------------------------------------------------------- timing
 
 
-def best(repeat: int, fn: Callable[[], object]) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
 def paired(repeat: int, *fns: Callable[[], object]) -> list[float]:
     """Best of ``repeat`` for each function, taking turns, so load changes hit all alike."""
     times: list[list[float]] = [[] for _ in fns]
@@ -117,6 +108,11 @@ def paired(repeat: int, *fns: Callable[[], object]) -> list[float]:
             fn()
             times[k].append(time.perf_counter() - t)
     return [min(t) for t in times]
+
+
+def best(repeat: int, fn: Callable[[], object]) -> float:
+    """Best of ``repeat`` calls of ``fn``."""
+    return paired(repeat, fn)[0]
 
 
 def straight(nb: Path, out_dir: Path) -> None:

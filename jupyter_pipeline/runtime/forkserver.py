@@ -48,6 +48,7 @@ makes it kill its kernels' process groups and exit.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -302,7 +303,6 @@ class _Zygote:
         not exist here, so such a module is not pre-imported.
         """
         import builtins
-        import functools
         import types
 
         saved = (
@@ -1086,12 +1086,9 @@ def _fileno(f: Any, default: int) -> int:
 
 # ============================================================================ jupyter_client
 
-_CLASSES: dict[str, type] = {}
 
-
+@functools.cache  # one class for every kernel (jupyter_client is imported on first use)
 def _provisioner_class() -> type:
-    if "provisioner" in _CLASSES:
-        return _CLASSES["provisioner"]
     from jupyter_client.provisioning import LocalProvisioner
 
     class ForkProvisioner(LocalProvisioner):  # type: ignore[misc]
@@ -1144,18 +1141,16 @@ def _provisioner_class() -> type:
             log.debug("kernel spawned, not forked: %s", reason)
             return await super().launch_kernel(cmd, **kwargs)
 
-    _CLASSES["provisioner"] = ForkProvisioner
     return ForkProvisioner
 
 
+@functools.cache
 def kernel_manager_class() -> type:
     """An ``AsyncKernelManager`` subclass that forks its kernel from ``km.fork_server``.
 
     Set ``fork_server`` on an instance (nbclient's ``kernel_manager_class`` creates it);
     with None, or a kernel spec naming its own provisioner, it behaves like its base class.
     """
-    if "manager" in _CLASSES:
-        return _CLASSES["manager"]
     import uuid
 
     from jupyter_client import AsyncKernelManager
@@ -1182,7 +1177,6 @@ def kernel_manager_class() -> type:
                     self.provisioner = provisioner
             return await super()._async_pre_start_kernel(**kw)
 
-    _CLASSES["manager"] = ForkKernelManager
     return ForkKernelManager
 
 

@@ -171,7 +171,7 @@ def merge_outputs(source_nb: NotebookNode, executed: dict[str, NotebookNode]) ->
     Returns:
         A new notebook.
     """
-    merged = nbformat.from_dict(copy.deepcopy(dict(source_nb)))
+    merged = nbformat.from_dict(source_nb)  # builds every dict and list anew: a deep copy
     merged.metadata.pop("papermill", None)
     filled: set[int] = set()
     for step_nb in executed.values():

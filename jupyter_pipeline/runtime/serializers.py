@@ -582,25 +582,19 @@ class PandasSerializer(Serializer):
         if not same:
             raise Unsupported("round trip differs")
         file = f"value.{self.fmt}"
-        path = os.path.join(directory, file)
-        if self.fmt == "parquet":
-            import pyarrow.parquet as pq
+        # Straight from the table's buffers into the file, hashed on the way: no
+        # intermediate copy of the whole file in memory.
+        with _HashingFile(os.path.join(directory, file)) as f:
+            sink = pa.PythonFile(f, mode="w")
+            if self.fmt == "parquet":
+                import pyarrow.parquet as pq
 
-            sink = pa.BufferOutputStream()
-            pq.write_table(table, sink, compression="none")
-            digest, size = _write_hashed(path, [sink.getvalue()])
-        else:
-            # Straight from the table's buffers into the file, hashed on the way: no
-            # intermediate copy of the whole file in memory.
-            f = _HashingFile(path)
-            try:
-                with pa.ipc.new_file(pa.PythonFile(f, mode="w"), table.schema) as writer:
+                pq.write_table(table, sink, compression="none")
+            else:
+                with pa.ipc.new_file(sink, table.schema) as writer:
                     writer.write_table(table)
-            finally:
-                f.close()
-            digest, size = f.digest, f.size
         extra["file"] = file
-        return digest, size, extra
+        return f.digest, f.size, extra
 
     def load(self, directory: str, meta: dict[str, Any]) -> Any:
         import pyarrow as pa

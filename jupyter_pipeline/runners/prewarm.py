@@ -28,17 +28,18 @@ from jupyter_pipeline.runtime.notebook import DEFINITIONS_TAG, META_KEY
 
 __all__ = ["add_preimports", "fork_preimports", "preimport_modules"]
 
-# Code that can change what (or how) a later import loads.
-_IMPORT_STATE = re.compile(
-    r"sys\.path|os\.environ|putenv|chdir|addsitedir|matplotlib\.use|import_module|"
-    r"sys\.modules|importlib|__import__|%env|%cd|%matplotlib"
-)
-# Code that can change where (or what) an import resolves: a zygote pre-importing for every
-# kernel of the run would import the wrong module. Installing packages counts. (matplotlib
-# backends, by contrast, are picked at first use, not at import.)
-_RESOLUTION_STATE = re.compile(
+# Code that can change where (or what) a later import resolves.
+_PATH_STATE = (
     r"sys\.path|os\.environ|putenv|chdir|addsitedir|import_module|sys\.modules|importlib|"
-    r"__import__|sys\.meta_path|sys\.path_hooks|%env|%cd|%run|%load_ext|%reload_ext|"
+    r"__import__|%env|%cd"
+)
+# ... or how it loads, for a step importing early: picking a matplotlib backend.
+_IMPORT_STATE = re.compile(_PATH_STATE + r"|matplotlib\.use|%matplotlib")
+# ... or, for a zygote pre-importing for every kernel of the run (which would import the
+# wrong module), import hooks, extensions and installing packages. (matplotlib backends,
+# by contrast, are picked at first use, not at import.)
+_RESOLUTION_STATE = re.compile(
+    _PATH_STATE + r"|sys\.meta_path|sys\.path_hooks|%run|%load_ext|%reload_ext|"
     r"%autoreload|%pip|%conda|%mamba|pip\s+install|conda\s+install|mamba\s+install"
 )
 _MARK = "# jupyter-pipeline: pre-import the libraries this step's cells import"
@@ -51,7 +52,9 @@ def _parse(source: str) -> ast.Module | None:
         return None
 
 
-def _top_imports(sources: list[str]) -> list[str]:
+def _top_imports(sources: list[str], unsafe: re.Pattern[str]) -> list[str]:
+    if any(unsafe.search(s) for s in sources):
+        return []
     modules: list[str] = []
     for source in sources:
         tree = _parse(source)
@@ -72,9 +75,7 @@ def preimport_modules(sources: list[str]) -> list[str]:
     ``from pkg import name`` contributes ``pkg`` and ``pkg.name`` (``name`` may be a
     submodule; a failed guess costs one failed lookup). Relative imports are skipped.
     """
-    if any(_IMPORT_STATE.search(s) for s in sources):
-        return []
-    return _top_imports(sources)
+    return _top_imports(sources, _IMPORT_STATE)
 
 
 def fork_preimports(sources: list[str]) -> list[str]:
@@ -86,9 +87,7 @@ def fork_preimports(sources: list[str]) -> list[str]:
     leaves out modules found in the notebook's folder and modules whose import has
     visible effects.
     """
-    if any(_RESOLUTION_STATE.search(s) for s in sources):
-        return []
-    return _top_imports(sources)
+    return _top_imports(sources, _RESOLUTION_STATE)
 
 
 def add_preimports(step_nb: dict[str, Any]) -> dict[str, Any]:

@@ -191,10 +191,9 @@ def cmd_image(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _step_line(run: Any, step: str) -> str:
-    record = next(s for s in run.steps if s.step == step)
+def _step_line(record: Any) -> str:
     extra = f" — {record.error}" if record.error else ""
-    return f"  {step}: {record.state.value}{extra}"
+    return f"  {record.step}: {record.state.value}{extra}"
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -253,9 +252,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
         def on_event(event: Any) -> None:
             if event.kind == "step" and event.step:
-                line = _step_line(event.run, event.step)
-                if not line.endswith(": queued"):  # every step starts queued; say what moves
-                    print(line, flush=True)
+                record = next(s for s in event.run.steps if s.step == event.step)
+                # every step starts queued; say what moves
+                if record.state.value != "queued" or record.error:
+                    print(_step_line(record), flush=True)
 
         run = runner.watch(run.id, on_event)
     except (KfpError, ParameterError, CompileError) as exc:

@@ -15,6 +15,8 @@ from jupyter_pipeline.cli.analyze import add_split_option
 from jupyter_pipeline.cli.common import analyze_or_stop
 
 if TYPE_CHECKING:
+    from nbformat import NotebookNode
+
     from jupyter_pipeline.model import Pipeline, Run, StepRun
     from jupyter_pipeline.store import RunStore
 
@@ -148,11 +150,9 @@ def parse_parameters(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def source_language(path: Path) -> str:
+def source_language(nb: NotebookNode) -> str:
     """The notebook's language (papermill needs one; Python when the notebook omits it)."""
-    import nbformat
-
-    meta = nbformat.read(str(path), as_version=4).metadata
+    meta = nb.metadata
     return meta.get("language_info", {}).get("name") or meta.get("kernelspec", {}).get(
         "language", "python"
     )
@@ -561,6 +561,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
         copy = Path(tmp) / f"source-{nb_path.name}"
         shutil.copy2(nb_path, copy)
+        source = nbformat.read(str(nb_path), as_version=4)
         straight = out_dir / "straight.ipynb"
         merged = out_dir / "pipeline.ipynb"
         print(f"running {args.notebook} straight through with papermill…", flush=True)
@@ -573,7 +574,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 cwd=str(nb_path.parent),
                 kernel_name=pipeline.kernel_name,
                 # papermill insists on a language; a notebook saved without one is Python
-                language=source_language(copy),
+                language=source_language(source),
                 progress_bar=False,
             )
         except papermill.PapermillExecutionError as exc:
@@ -590,7 +591,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
             run = runner.run(
                 pipeline, nb_path, parameters=overrides, output=merged, on_event=progress
             )
-        source = nbformat.read(str(nb_path), as_version=4)
         diffs = compare_notebooks(
             nbformat.read(str(straight), as_version=4),
             nbformat.read(str(merged), as_version=4),

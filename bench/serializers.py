@@ -116,11 +116,19 @@ def mixed_frame(rows: int) -> pd.DataFrame:
     )
 
 
-def bench(label: str, value: object, raw: np.ndarray, work: Path, repeat: int) -> None:
-    nbytes = raw.nbytes
-    into = np.ones_like(raw)  # touched once, outside the timings
+def bench(label: str, value: object, raw: np.ndarray | None, work: Path, repeat: int) -> None:
+    """Time every case on ``value`` and print the results.
+
+    ``raw`` is what the raw cases write and read. None: random bytes, as many as the file we
+    write (not the value's in-memory size, which counts pandas' overheads and would make the
+    raw case do more work than ours).
+    """
     meta = save_value(value, str(work / "probe"), "v")
     shutil.rmtree(work / "probe")
+    if raw is None:
+        raw = np.random.default_rng(1).integers(0, 255, meta["size"], dtype=np.uint8)
+    nbytes = raw.nbytes
+    into = np.ones_like(raw)  # touched once, outside the timings
     # Each round writes new files (as a pipeline run does): rewriting a just-deleted path
     # is markedly faster on ext4 and would flatter whichever case does it.
     cases: dict[str, Callable[[int], Phases | None]] = {
@@ -180,14 +188,9 @@ def main() -> None:
         # every allocation of the next case (our loaded frame, dill's, but not the raw
         # case's reused buffer) ran 2-3x slower here, which would measure the order.
         frame = mixed_frame(args.rows)
-        # As many raw bytes as the file we write (not the frame's in-memory size, which
-        # counts pandas' overheads and would make the raw case do more work than ours).
-        probe = save_value(frame, str(work / "probe"), "v")
-        shutil.rmtree(work / "probe")
-        raw = np.random.default_rng(1).integers(0, 255, probe["size"], dtype=np.uint8)
         label = f"DataFrame {args.rows} rows x {frame.shape[1]} mixed columns"
-        bench(label, frame, raw, work, args.repeat)
-        del frame, raw
+        bench(label, frame, None, work, args.repeat)
+        del frame
 
         array = np.random.default_rng(0).random(int(args.gib * 2**30) // 8)
         mv = memoryview(array).cast("B")

@@ -172,8 +172,6 @@ def _code_fingerprint(obj: Any) -> str:
     ``h`` while the value holds a conditionally defined ``h``); only the same definition
     may stand in for the pickled one.
     """
-    import hashlib
-
     parts: list[str] = []
 
     def code(fn: types.FunctionType) -> None:

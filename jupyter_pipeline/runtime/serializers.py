@@ -129,12 +129,9 @@ class _HashingFile(io.RawIOBase):
 
 def _write_hashed(path: str, chunks: Iterable[Any]) -> tuple[str, int]:
     """Write byte chunks to ``path`` while hashing them; return (digest, size)."""
-    f = _HashingFile(path)
-    try:
+    with _HashingFile(path) as f:
         for chunk in chunks:
             f.write(chunk)
-    finally:
-        f.close()
     return f.digest, f.size
 
 
@@ -662,11 +659,8 @@ class CloudpickleSerializer(Serializer):
 
     def save(self, value: Any, directory: str) -> tuple[str, int, dict[str, Any]]:
         path = os.path.join(directory, "value.pkl")
-        f = _HashingFile(path)
-        try:
+        with _HashingFile(path) as f:
             _cloudpickle_dump(value, io.BufferedWriter(f, buffer_size=1 << 20))
-        finally:
-            f.close()
         return f.digest, f.size, {"file": "value.pkl"}
 
     def load(self, directory: str, meta: dict[str, Any]) -> Any:

@@ -54,6 +54,7 @@ import logging
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -913,12 +914,7 @@ class _ZygoteHandle:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
-        with contextlib.suppress(OSError):
-            os.unlink(self.log_path)
-        with contextlib.suppress(OSError):
-            os.rmdir(self.dir)
+        shutil.rmtree(self.dir, ignore_errors=True)  # the socket and the zygote's log
 
 
 def _recv(sock: socket.socket) -> bytes:

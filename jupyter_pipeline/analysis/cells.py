@@ -539,14 +539,10 @@ class _CellVisitor:
         ):
             # `f = lambda …` is a function definition: replayed where used, so it sees that
             # step's globals as it would in the notebook (a pickled lambda keeps old ones).
-            a = s.value.args
-            before = len(self.events)
-            for d in a.defaults + [d for d in a.kw_defaults if d is not None]:
-                self.expr(d, cond)
             info = DefInfo(
                 self.segment(s),
-                reads=[e.name for e in self.events[before:] if e.op == "read"],
-                summary=_summarize_scope(a, [ast.Expr(s.value.body)]),
+                reads=self._def_reads(s.value, cond),
+                summary=_summarize_scope(s.value.args, [ast.Expr(s.value.body)]),
                 statement_id=self._ids(),
             )
             self.emit("bind", s.targets[0].id, s.targets[0], cond, "function", info)
@@ -665,8 +661,9 @@ class _CellVisitor:
             )
 
     def _def_reads(self, node: Any, cond: Cond) -> list[str]:
+        """What a def, class or lambda reads when it is defined (decorators, defaults…)."""
         before = len(self.events)
-        for d in node.decorator_list:
+        for d in getattr(node, "decorator_list", ()):  # (a lambda has none)
             self.expr(d, cond)
         if isinstance(node, ast.ClassDef):
             for b in node.bases + [k.value for k in node.keywords]:
@@ -676,9 +673,9 @@ class _CellVisitor:
             for d in a.defaults + [d for d in a.kw_defaults if d is not None]:
                 self.expr(d, cond)
             for arg in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg]:
-                if arg is not None and arg.annotation is not None:
+                if arg is not None and arg.annotation is not None:  # (never in a lambda)
                     self.expr(arg.annotation, cond)
-            if node.returns is not None:
+            if getattr(node, "returns", None) is not None:
                 self.expr(node.returns, cond)
         return [e.name for e in self.events[before:] if e.op == "read"]
 

@@ -191,12 +191,10 @@ class _Zygote:
         (a folder of that name counts, even one IPython would pass over)."""
         from importlib.machinery import all_suffixes
 
-        for entry in os.listdir(self.cwd):
-            if entry == top and os.path.isdir(os.path.join(self.cwd, entry)):
-                return True
-            if any(entry == top + suffix for suffix in all_suffixes()):
-                return True
-        return False
+        entries = set(os.listdir(self.cwd))
+        if top in entries and os.path.isdir(os.path.join(self.cwd, top)):
+            return True
+        return any(top + suffix in entries for suffix in all_suffixes())
 
     def preload_one(self, name: str) -> None:
         """Import one module, or skip it; retire if its import had visible effects."""

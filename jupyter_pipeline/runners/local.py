@@ -594,9 +594,7 @@ class _Execution:
         if node.phase == _WARMING:
             self.abort(node, "cached")
         now = time.time()
-        if self.started is None:
-            self.started = now
-            self.store.update_run(self.run_id, started=now)
+        self.run_started(now)
         node.saved = {v.name: v for v in entry.outputs}
         executed = log = None
         if entry.executed_notebook is not None:
@@ -645,11 +643,15 @@ class _Execution:
         self.mark_running(node)
         node.go.set()
 
-    def mark_running(self, node: _Node) -> None:
-        now = time.time()
+    def run_started(self, now: float) -> None:
+        """Record the run's start time at its first step that runs or is served from cache."""
         if self.started is None:
             self.started = now
             self.store.update_run(self.run_id, started=now)
+
+    def mark_running(self, node: _Node) -> None:
+        now = time.time()
+        self.run_started(now)
         self.set_step(
             node,
             state=RunState.running,

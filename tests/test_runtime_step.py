@@ -137,7 +137,7 @@ def stdout_of(nb_path, source_cell):
     nb = nbformat.read(nb_path, as_version=4)
     for cell in nb.cells:
         if cell.metadata.get("jupyter_pipeline", {}).get("source_cell") == source_cell:
-            return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+            return stream_text(cell)
     raise AssertionError(f"no cell mapped to {source_cell}")
 
 

@@ -283,7 +283,6 @@ class _Zygote:
             for fd in saved_fds:
                 os.close(fd)
             out.close()
-            sys.path[:] = saved_path
         if why is not None:
             self.dirty = (name, why)
             print(f"forkserver: retiring: {name} {why}", file=sys.stderr, flush=True)

@@ -262,6 +262,17 @@ def test_numpy_views_of_another_output_stay_views(tmp_path):
     assert np.array_equal(load_value(str(tmp_path / "y")), data[:, 5])
 
 
+def test_second_name_for_a_view_loads_as_the_same_view(tmp_path):
+    data = np.arange(24.0).reshape(4, 6)
+    values = {"data": data, "X": data[:, 2:], "X2": None}
+    values["X2"] = values["X"]  # X2 = X in the notebook
+    save_values(values, str(tmp_path))
+    back = load_values({k: str(tmp_path / k) for k in values})
+    assert back["X2"] is back["X"] and np.array_equal(back["X"], data[:, 2:])
+    back["data"][0, 2] = -1.0
+    assert back["X2"][0, 0] == -1.0
+
+
 def test_by_value_notebook_function_reads_consumer_globals(tmp_path, monkeypatch):
     import sys
 

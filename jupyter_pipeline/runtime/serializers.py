@@ -951,6 +951,9 @@ def save_values(values: dict[str, Any], output_dir: str) -> dict[str, dict[str, 
             "serializer": "alias",
             "target": value_dirname(target),
         }
+        # Another name for a view is that same object: the target rebuilds the view, and
+        # its spec (an offset into the base) means nothing applied to the view itself.
+        meta.pop("view", None)
         _write_meta(directory, meta)
         metas[name] = meta
     return {name: metas[name] for name in values}

@@ -922,40 +922,30 @@ def save_values(values: dict[str, Any], output_dir: str) -> dict[str, dict[str, 
             _write_meta(directory, meta)
             metas[m] = meta
 
-    for name, (base, spec) in views.items():
-        directory = os.path.join(output_dir, value_dirname(name))
-        if metas[base]["serializer"] != "npy":  # the base went into a pickle: save a copy
-            metas[name] = save_value(values[name], directory, name)
-            continue
-        _fresh_dir(directory)
-        meta = {
-            **metas[base],
-            "name": name,
-            "serializer": "alias",  # an alias of part of the base (and readers follow it)
-            "target": value_dirname(base),
-            "view": spec,
-            "digest": _sub_digest(metas[base]["digest"], json.dumps(spec, sort_keys=True)),
-        }
-        _write_meta(directory, meta)
-        metas[name] = meta
-
-    for name, value in values.items():
-        target = first_by_id[id(value)]
-        if target == name:
-            continue
+    def alias(name: str, target: str, **extra: Any) -> None:
+        """Save ``name`` as an alias of ``target``, whose meta it copies (readers follow it)."""
         directory = os.path.join(output_dir, value_dirname(name))
         _fresh_dir(directory)
-        meta = {
-            **metas[target],
-            "name": name,
-            "serializer": "alias",
-            "target": value_dirname(target),
-        }
+        meta = {**metas[target], "name": name, "serializer": "alias"}
         # Another name for a view is that same object: the target rebuilds the view, and
         # its spec (an offset into the base) means nothing applied to the view itself.
         meta.pop("view", None)
+        meta.update(target=value_dirname(target), **extra)
         _write_meta(directory, meta)
         metas[name] = meta
+
+    for name, (base, spec) in views.items():
+        if metas[base]["serializer"] != "npy":  # the base went into a pickle: save a copy
+            directory = os.path.join(output_dir, value_dirname(name))
+            metas[name] = save_value(values[name], directory, name)
+        else:  # an alias of part of the base
+            digest = _sub_digest(metas[base]["digest"], json.dumps(spec, sort_keys=True))
+            alias(name, base, view=spec, digest=digest)
+
+    for name, value in values.items():
+        target = first_by_id[id(value)]
+        if target != name:
+            alias(name, target)
     return {name: metas[name] for name in values}
 
 

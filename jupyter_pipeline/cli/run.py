@@ -389,7 +389,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def _prune(args: argparse.Namespace) -> int:
     """``jupyter-pipeline runs --prune``: delete old finished runs and unused cache entries."""
-    from jupyter_pipeline.runners.cache import StepCache
+    from jupyter_pipeline.runners.cache import StepCache, default_cache_dir
 
     if args.keep is None and args.older_than is None:
         raise UsageError("--prune needs --keep N (newest runs to keep) and/or --older-than DAYS")
@@ -402,8 +402,7 @@ def _prune(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(f"--prune: {exc}") from None
-    # The local runner keeps its cache beside the store (LocalRunner's default cache_dir).
-    cache = StepCache(store.folder / "cache")
+    cache = StepCache(default_cache_dir(store.folder))
     entries = len(result.cache_keys) if args.dry_run else cache.remove(result.cache_keys)
     if args.json:
         print(

@@ -29,7 +29,14 @@ from typing import Any
 from jupyter_pipeline.runners.prewarm import _MARK as PREIMPORT_MARK
 from jupyter_pipeline.runtime.api import SavedValue
 
-__all__ = ["CacheEntry", "StepCache", "files_read", "runtime_version", "step_code"]
+__all__ = [
+    "CacheEntry",
+    "StepCache",
+    "default_cache_dir",
+    "files_read",
+    "runtime_version",
+    "step_code",
+]
 
 _MANIFEST = "manifest.json"
 
@@ -191,6 +198,15 @@ def files_read(step_nb: Mapping[str, Any], folder: str | Path) -> dict[str, str]
         except OSError:
             continue  # missing or unreadable: the step fails or creates it, as in the notebook
     return out
+
+
+def default_cache_dir(store_folder: str | Path) -> Path:
+    """The step-cache folder of local runs given none: ``cache/`` beside the store's database.
+
+    ``store_folder`` is :attr:`jupyter_pipeline.store.RunStore.folder`. ``runs --prune``
+    removes the entries of pruned runs from this folder, so both must agree on it.
+    """
+    return Path(store_folder) / "cache"
 
 
 @dataclass

@@ -41,7 +41,7 @@ import nbformat
 from jupyter_pipeline.model import Pipeline, Run, RunState, Step
 from jupyter_pipeline.notebook import read_notebook
 from jupyter_pipeline.runners.base import EventCallback, RunEvent, resolve_parameters
-from jupyter_pipeline.runners.cache import StepCache, files_read, step_code
+from jupyter_pipeline.runners.cache import StepCache, default_cache_dir, files_read, step_code
 from jupyter_pipeline.runners.prewarm import add_preimports, fork_preimports
 from jupyter_pipeline.runtime.api import SavedValue, StepRequest, StepResult
 from jupyter_pipeline.runtime.execute import read_outputs
@@ -138,7 +138,7 @@ class LocalRunner:
         self.store = store
         self.max_parallel = max(1, max_parallel or os.cpu_count() or 1)
         self.cache_enabled = cache
-        self.cache = StepCache(cache_dir or store.folder / "cache")
+        self.cache = StepCache(cache_dir or default_cache_dir(store.folder))
         self.prewarm = prewarm
         self.prewarm_limit = (
             max(0, prewarm_limit) if prewarm_limit is not None else min(2 * self.max_parallel, 8)

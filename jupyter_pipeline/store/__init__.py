@@ -142,8 +142,10 @@ def kill_process_tree(pid: int, created: float | None = None) -> None:
 
     import psutil
 
+    if pid <= 0:
+        return  # os.killpg(0) would kill our own process group
     alive = process_alive(pid, created)
-    if not alive and process_started(pid) is not None and created is not None:
+    if not alive and created is not None and process_started(pid) is not None:
         return  # the pid was reused by an unrelated process: leave it alone
     children: list[psutil.Process] = []
     if alive:

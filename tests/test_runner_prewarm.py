@@ -5,7 +5,7 @@ from __future__ import annotations
 from nbformat.v4 import new_code_cell
 
 from jupyter_pipeline.analysis import analyze
-from jupyter_pipeline.runners.prewarm import add_preimports, preimport_modules
+from jupyter_pipeline.runners.prewarm import add_preimports, fork_preimports, preimport_modules
 from jupyter_pipeline.runtime import build_step_notebook
 
 
@@ -28,6 +28,29 @@ def test_import_state_changes_switch_it_off():
     assert preimport_modules(["import sys\nsys.path.insert(0, 'lib')\nimport mylib"]) == []
     assert preimport_modules(["import matplotlib\nmatplotlib.use('Agg')\nimport pylab"]) == []
     assert preimport_modules(["import os\nos.environ['X'] = '1'\nimport lib"]) == []
+
+
+def test_fork_preimports_takes_top_level_imports_unless_resolution_may_change():
+    sources = [
+        "import numpy as np\nfrom sklearn.linear_model import Lasso\nfrom . import sibling",
+        "%matplotlib inline\nimport matplotlib.pyplot as plt\ndef f():\n    import scipy",
+    ]
+    assert fork_preimports(sources) == [
+        "numpy",
+        "sklearn.linear_model",
+        "sklearn.linear_model.Lasso",
+        "matplotlib.pyplot",
+    ]
+    # Anything that may change where (or what) an import resolves: nothing is pre-imported.
+    for change in (
+        "import sys\nsys.path.insert(0, 'vendor')",
+        "import os\nos.environ['OMP_NUM_THREADS'] = '1'",
+        "%pip install seaborn==0.13",
+        "!pip install seaborn",
+        "%load_ext autoreload",
+        "import importlib\nimportlib.reload(np)",
+    ):
+        assert fork_preimports([*sources, change]) == [], change
 
 
 def test_definitions_cell_gets_guarded_imports():

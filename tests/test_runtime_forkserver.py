@@ -334,28 +334,3 @@ def test_zygote_exits_with_its_runner(tmp_path):
     while alive(zygote) and time.time() < deadline:
         time.sleep(0.1)
     assert not alive(zygote)
-
-
-def test_fork_preimports_takes_top_level_imports_unless_resolution_may_change():
-    from jupyter_pipeline.runners.prewarm import fork_preimports
-
-    sources = [
-        "import numpy as np\nfrom sklearn.linear_model import Lasso\nfrom . import sibling",
-        "%matplotlib inline\nimport matplotlib.pyplot as plt\ndef f():\n    import scipy",
-    ]
-    assert fork_preimports(sources) == [
-        "numpy",
-        "sklearn.linear_model",
-        "sklearn.linear_model.Lasso",
-        "matplotlib.pyplot",
-    ]
-    # Anything that may change where (or what) an import resolves: nothing is pre-imported.
-    for change in (
-        "import sys\nsys.path.insert(0, 'vendor')",
-        "import os\nos.environ['OMP_NUM_THREADS'] = '1'",
-        "%pip install seaborn==0.13",
-        "!pip install seaborn",
-        "%load_ext autoreload",
-        "import importlib\nimportlib.reload(np)",
-    ):
-        assert fork_preimports([*sources, change]) == [], change

@@ -326,6 +326,11 @@ def test_zygote_exits_with_its_runner(tmp_path):
     runner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         zygote = psutil.Process(int(runner.stdout.readline()))
+        # start() returns once the zygote is spawned; while it is still exec'ing, its
+        # /proc command line reads empty (seen on a loaded CI machine).
+        deadline = time.time() + 15
+        while not cmdline(zygote) and time.time() < deadline:
+            time.sleep(0.05)
         assert re.search(r"forkserver", cmdline(zygote))
     finally:
         runner.send_signal(signal.SIGKILL)

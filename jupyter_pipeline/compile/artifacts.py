@@ -17,6 +17,7 @@ from nbformat import NotebookNode
 
 from jupyter_pipeline.analysis.source import to_python
 from jupyter_pipeline.model import Pipeline, Step
+from jupyter_pipeline.runtime.kernel import state_key
 
 __all__ = ["ARTIFACT", "DATASET", "MODEL", "infer_artifact_kinds"]
 
@@ -307,5 +308,5 @@ def infer_artifact_kinds(pipeline: Pipeline, nb: NotebookNode) -> dict[tuple[str
         for var in step.outputs:
             out[(step.name, var)] = kinds.get(var, ARTIFACT)
         for var in step.state_outputs:
-            out[(step.name, f"__state__:{var}")] = ARTIFACT
+            out[(step.name, state_key(var))] = ARTIFACT
     return out

@@ -35,7 +35,7 @@ from jupyter_pipeline.compile.artifacts import infer_artifact_kinds
 from jupyter_pipeline.compile.config import DEFAULT_IMAGE, KfpConfig, SecretEnv
 from jupyter_pipeline.compile.packages import project_requirement, step_requirements
 from jupyter_pipeline.model import ParameterType, Pipeline, Step
-from jupyter_pipeline.runtime.kernel import STATE_PREFIX
+from jupyter_pipeline.runtime.kernel import STATE_PREFIX, state_key
 
 __all__ = [
     "CompileError",
@@ -230,8 +230,8 @@ def _plan_components(
             plan.metrics = _identifier("metrics", taken)
         for p in step.parameters:
             plan.parameters[p] = _identifier(p, taken)
-        outs = [*step.outputs, *(STATE_PREFIX + s for s in step.state_outputs)]
-        ins = [*step.inputs, *(STATE_PREFIX + s for s in step.state_inputs)]
+        outs = [*step.outputs, *map(state_key, step.state_outputs)]
+        ins = [*step.inputs, *map(state_key, step.state_inputs)]
         # Outputs keep the variable's name (downstream tasks and the UI show it).
         for var in outs:
             arg = _state_arg(var) if var.startswith(STATE_PREFIX) else var

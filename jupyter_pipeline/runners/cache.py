@@ -44,14 +44,9 @@ _MANIFEST = "manifest.json"
 def runtime_version() -> str:
     """Version string of the step runtime; part of every key, so an upgrade invalidates."""
     from jupyter_pipeline import __version__
+    from jupyter_pipeline.runtime import RUNTIME_VERSION
 
-    try:
-        from jupyter_pipeline import runtime
-
-        extra = getattr(runtime, "RUNTIME_VERSION", None) or getattr(runtime, "__version__", None)
-    except Exception:  # the runtime package may be mid-import in odd setups; version suffices
-        extra = None
-    return f"{__version__}/{extra}" if extra else __version__
+    return f"{__version__}/{RUNTIME_VERSION}"
 
 
 def _source(cell: Mapping[str, Any]) -> str:

@@ -133,8 +133,9 @@ def _register_engine() -> None:
         def start_new_kernel(self, **kwargs: Any) -> None:
             # nbclient's sync wrapper is bound to the base coroutine: override it here.
             if getattr(self.km, "ipykernel", False):
-                # Keeps ipykernel's start-up chatter (the "TCP without encryption" warning)
-                # out of every step log; cell output and tracebacks are unaffected.
+                # Keeps ipykernel's start-up chatter (e.g. the "TCP without encryption"
+                # warning where kernels use TCP) out of every step log; cell output and
+                # tracebacks are unaffected.
                 extra: list[str] = list(self.extra_arguments)  # type: ignore[has-type]
                 self.extra_arguments = [*extra, "--IPKernelApp.log_level=ERROR"]
             super().start_new_kernel(**kwargs)

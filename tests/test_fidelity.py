@@ -70,12 +70,15 @@ def test_cell_outputs_compare_text_images_and_mask_addresses() -> None:
     [
         "kale__pipeline_parameters_and_metrics",
         "sklearn__cluster__plot_dbscan",
-        "sklearn__cluster__plot_mean_shift",
+        # np.random.seed(42): the R2 scores printed in later steps follow from its draws.
+        "sklearn__linear_model__plot_nnls",
     ],
 )
 def test_split_per_cell_reproduces_the_straight_run(name: str, tmp_path: Path) -> None:
     # Two straight runs are enough here: these notebooks' only unseeded output is a float
-    # (kale__pipeline_parameters_and_metrics), which never repeats by chance.
+    # (kale__pipeline_parameters_and_metrics), which never repeats by chance. (Not
+    # plot_mean_shift: its unseeded make_blobs usually gives 3 clusters, now and then 4, so
+    # two straight runs can agree on a count that a third run, the pipeline's, does not.)
     r = fidelity.measure(CORPUS / f"{name}.ipynb", runs=2, work=tmp_path, max_parallel=2)
     assert r.straight_error is None
     assert r.run_error is None, r.run_error

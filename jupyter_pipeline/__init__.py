@@ -1,8 +1,22 @@
 """jupyter-pipeline: turn a tagged notebook into a faithful pipeline."""
 
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jupyter_pipeline.outputs import load_outputs
 
 __version__ = "0.1.0"
+__all__ = ["__version__", "load_outputs"]
+
+
+def __getattr__(name: str) -> object:
+    # Lazy, so `import jupyter_pipeline` stays cheap for the CLI and for step kernels.
+    if name == "load_outputs":
+        from jupyter_pipeline.outputs import load_outputs
+
+        return load_outputs
+    raise AttributeError(f"module 'jupyter_pipeline' has no attribute {name!r}")
 
 
 def skip_slow_optional_imports() -> None:

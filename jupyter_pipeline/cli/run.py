@@ -57,6 +57,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "libraries (the default wherever a forked kernel behaves like a fresh one)",
     )
     p.add_argument("--json", action="store_true", help="print the finished run as JSON")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run nothing: print, per step, whether a run would reuse its cached results or "
+        "run it, and why (code, input, data file or parameter changed, never run)",
+    )
     p.add_argument("--store", help=store_help)
     p.set_defaults(handler=cmd_run)
 
@@ -313,8 +319,38 @@ def _exit_code(run: Run) -> int:
 # ---------------------------------------------------------------------------- commands
 
 
+def _dry_run(args: argparse.Namespace) -> int:
+    """``jupyter-pipeline run --dry-run``: the plan, computed from the step cache."""
+    from jupyter_pipeline.notebook import read_notebook
+    from jupyter_pipeline.runners.plan import plan_run
+
+    nb = read_notebook(args.notebook)
+    pipeline = analyze_or_stop(args, "running", include_info=False, nb=nb)
+    overrides = _resolve_params(pipeline, args)
+    plan = plan_run(
+        pipeline,
+        nb,
+        args.notebook,
+        _open_store(args),
+        parameters=overrides,
+        cache=not args.no_cache,
+    )
+    if args.json:
+        print(json.dumps([item.model_dump(mode="json") for item in plan], indent=2))
+        return EXIT_OK
+    width = max((len(item.step) for item in plan), default=0)
+    for item in plan:
+        icon = _ICONS["cached"] if item.action == "cached" else _ICONS["running"]
+        print(f"{icon} {item.step:<{width}}  {item.action:<8}  {item.reason}")
+    runs = sum(1 for item in plan if item.action == "will run")
+    print(f"{runs} of {len(plan)} steps would run (dry run: nothing was run)")
+    return EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``jupyter-pipeline run``."""
+    if args.dry_run:
+        return _dry_run(args)
     pipeline = analyze_or_stop(args, "running", include_info=False)
     overrides = _resolve_params(pipeline, args)
     _check_kernel(pipeline, args.notebook)

@@ -249,20 +249,68 @@ class StepCache:
             files: Data files the step reads → content digest (:func:`files_read`).
         """
         payload = json.dumps(
-            {
-                "runtime": runtime_version(),
-                "code": code,
-                "inputs": dict(sorted(inputs.items())),
-                "parameters": dict(sorted(parameters.items())),
-                "outputs": sorted(outputs),
-                "kernel": kernel_name,
-                "env": dict(sorted((env or {}).items())),
-                "files": dict(sorted((files or {}).items())),
-            },
+            StepCache._payload(code, inputs, parameters, outputs, kernel_name, env, files),
             sort_keys=True,
             default=repr,
         )
         return hashlib.sha256(payload.encode()).hexdigest()
+
+    @staticmethod
+    def _payload(
+        code: list[str],
+        inputs: Mapping[str, str],
+        parameters: Mapping[str, Any],
+        outputs: list[str],
+        kernel_name: str,
+        env: Mapping[str, str] | None,
+        files: Mapping[str, str] | None,
+    ) -> dict[str, Any]:
+        return {
+            "runtime": runtime_version(),
+            "code": code,
+            "inputs": dict(sorted(inputs.items())),
+            "parameters": dict(sorted(parameters.items())),
+            "outputs": sorted(outputs),
+            "kernel": kernel_name,
+            "env": dict(sorted((env or {}).items())),
+            "files": dict(sorted((files or {}).items())),
+        }
+
+    @staticmethod
+    def key_parts(
+        *,
+        code: list[str],
+        inputs: Mapping[str, str],
+        parameters: Mapping[str, Any],
+        outputs: list[str],
+        kernel_name: str,
+        env: Mapping[str, str] | None = None,
+        files: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """What went into :meth:`key`, compact: kept in an entry's manifest so a later plan
+        can say *why* a step will run again (code, an input, a data file, a parameter…).
+
+        The code is kept as one digest; parameter values as their JSON (or repr).
+        """
+        payload = StepCache._payload(code, inputs, parameters, outputs, kernel_name, env, files)
+        payload["code"] = hashlib.sha256(json.dumps(code).encode()).hexdigest()
+        payload["parameters"] = {
+            k: json.dumps(v, sort_keys=True, default=repr) for k, v in payload["parameters"].items()
+        }
+        return payload
+
+    def parts_of(self, key: str) -> dict[str, Any] | None:
+        """The :meth:`key_parts` recorded with the entry ``key``, if it exists and has them."""
+        try:
+            manifest = json.loads((self._entry_dir(key) / _MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+        parts = manifest.get("parts")
+        return parts if isinstance(parts, dict) else None
+
+    def has(self, key: str) -> bool:
+        """True if an entry is published under ``key``."""
+        return (self._entry_dir(key) / _MANIFEST).exists()
 
     def _entry_dir(self, key: str) -> Path:
         return self.directory / key[:2] / key
@@ -326,11 +374,13 @@ class StepCache:
         metrics: Mapping[str, Any],
         executed_notebook: str | Path | None,
         log: str | Path | None = None,
+        parts: Mapping[str, Any] | None = None,
     ) -> CacheEntry | None:
         """Publish a step's results under ``key``; returns the entry (None if it failed).
 
         Files are hard-linked from ``output_dir`` when the file system allows it, else copied.
-        A failure to write the cache never fails the run.
+        A failure to write the cache never fails the run. ``parts`` (:meth:`key_parts`) is
+        kept in the manifest for plans (:mod:`jupyter_pipeline.runners.plan`).
         """
         final = self._entry_dir(key)
         if final.exists():
@@ -358,7 +408,14 @@ class StepCache:
             if log and Path(log).exists():
                 shutil.copy2(log, tmp / "log.txt")
             (tmp / _MANIFEST).write_text(
-                json.dumps({"outputs": manifest_outputs, "metrics": dict(metrics)}, default=repr)
+                json.dumps(
+                    {
+                        "outputs": manifest_outputs,
+                        "metrics": dict(metrics),
+                        "parts": dict(parts) if parts is not None else None,
+                    },
+                    default=repr,
+                )
             )
             try:
                 os.rename(tmp, final)

@@ -94,6 +94,7 @@ class _Node:
     input_digests: dict[str, str] = field(default_factory=dict)
     saved: dict[str, SavedValue] = field(default_factory=dict)
     cache_key: str | None = None
+    key_parts: dict[str, Any] | None = None
     executed_notebook: str | None = None
     thread: threading.Thread | None = None
 
@@ -159,6 +160,9 @@ class LocalRunner:
         parameters: Mapping[str, Any] | None = None,
         output: str | Path | None = None,
         on_event: EventCallback | None = None,
+        *,
+        run_id: str | None = None,
+        source_nb: nbformat.NotebookNode | None = None,
     ) -> Run:
         """Run every step of ``pipeline`` and return the finished run.
 
@@ -174,12 +178,20 @@ class LocalRunner:
             output: If given, write the merged notebook (every code cell with the outputs of
                 the step that ran it) there.
             on_event: Called with a :class:`RunEvent` after every state change.
+            run_id: Run a queued run already recorded in the store (by
+                :mod:`jupyter_pipeline.runners.launch`, which returns its id before this
+                runner process starts) instead of recording a new one.
+            source_nb: The notebook's content, when it is not (or no longer) what the file
+                at ``source_nb_path`` holds: the copy a launched run recorded. Kernels still
+                run in ``source_nb_path``'s folder, so relative data paths resolve the same.
 
         Raises:
             ParameterError: Unknown parameter or wrong type.
             NotebookError: The notebook cannot be read.
         """
-        execution = self._prepare(pipeline, source_nb_path, parameters, on_event)
+        execution = self._prepare(
+            pipeline, source_nb_path, parameters, on_event, run_id=run_id, source_nb=source_nb
+        )
         return self._execute(execution, output)
 
     def submit(
@@ -227,21 +239,31 @@ class LocalRunner:
         source_nb_path: str | Path,
         parameters: Mapping[str, Any] | None,
         on_event: EventCallback | None,
+        *,
+        run_id: str | None = None,
+        source_nb: nbformat.NotebookNode | None = None,
     ) -> _Execution:
         from jupyter_pipeline import runtime
 
         source_path = Path(source_nb_path).absolute()
-        source_nb = read_notebook(source_path)
+        if source_nb is None:
+            source_nb = read_notebook(source_path)
         values = resolve_parameters(pipeline, parameters)
         run_step = self._run_step or runtime.run_step
-        run = self.store.create_run(
-            pipeline,
-            notebook=source_path,
-            backend="local",
-            parameters=values,
-            pid=os.getpid(),
-        )
-        run_dir = self.store.new_run_dir(run.id)
+        if run_id is None:
+            run = self.store.create_run(
+                pipeline,
+                notebook=source_path,
+                backend="local",
+                parameters=values,
+                pid=os.getpid(),
+            )
+        else:
+            # A launched run: recorded (queued) by the launcher; this process now runs it.
+            run = self.store.get_run(run_id)
+            self.store.update_run(run.id, pid=os.getpid(), pid_created=process_started(os.getpid()))
+        run_dir = Path(run.run_dir) if run.run_dir else self.store.new_run_dir(run.id)
+        run_dir.mkdir(parents=True, exist_ok=True)
         self.store.update_run(run.id, run_dir=str(run_dir))
         (run_dir / "pipeline.json").write_text(pipeline.model_dump_json(indent=1))
         execution = _Execution(
@@ -571,7 +593,7 @@ class _Execution:
                 self.launch(node, warm=True)
 
     def key(self, node: _Node) -> str:
-        return StepCache.key(
+        what: dict[str, Any] = dict(
             code=step_code(node.step_nb),
             inputs=node.input_digests,
             parameters=self.injected_parameters(node.step),
@@ -580,6 +602,8 @@ class _Execution:
             env=node.step.settings.env,
             files=files_read(node.step_nb, self.source_path.parent),
         )
+        node.key_parts = StepCache.key_parts(**what)  # kept with the entry, for plans' reasons
+        return StepCache.key(**what)
 
     def cacheable(self, node: _Node) -> bool:
         return node.step.settings.cache is not False
@@ -840,6 +864,7 @@ class _Execution:
                 metrics=result.metrics,
                 executed_notebook=result.executed_notebook,
                 log=node.dir / "log.txt",
+                parts=node.key_parts,
             )
         node.phase = _DONE
         if drained:  # already recorded as succeeded when its outputs appeared

@@ -472,6 +472,22 @@ class RunStore:
             raise KeyError(f"no such run or step: {run_id}/{step}")
         return dict(row)
 
+    def recent_cache_keys(
+        self, notebook: str | Path, step: str, limit: int = 20
+    ) -> list[tuple[str, str]]:
+        """``(run id, cache key)`` of a step in earlier local runs of a notebook, newest first.
+
+        For plans: the step's last key tells why it would run again now.
+        """
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT r.id, s.cache_key FROM steps s JOIN runs r ON r.id = s.run_id"
+                " WHERE r.notebook=? AND s.step=? AND s.cache_key IS NOT NULL"
+                " ORDER BY r.created DESC LIMIT ?",
+                (str(Path(notebook).absolute()), step, limit),
+            ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
     def runner_of(self, run_id: str) -> tuple[int | None, float | None, str | None, bool]:
         """(pid, pid start time, host, handles SIGTERM) of the process running a run."""
         run_id = self.resolve_id(run_id)

@@ -10,6 +10,9 @@ import os
 
 import pytest
 
+# jp_fetch / jp_serverapp for the server extension's tests (tests/test_server_*.py).
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
 # Steps run in fresh kernels: keep matplotlib headless and deterministic everywhere.
 os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
 

@@ -29,6 +29,7 @@ __all__ = [
     "RUNNER_LOST",
     "PruneResult",
     "RunStore",
+    "StoreEvent",
     "default_store_path",
     "kill_process_tree",
     "process_alive",
@@ -84,7 +85,34 @@ CREATE TABLE IF NOT EXISTS steps (
     kernel_created REAL,
     PRIMARY KEY (run_id, step)
 );
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    run_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    step TEXT,
+    state TEXT
+);
 """
+
+# The event log: one row per visible change of a run or a step, appended in the same
+# transaction as the change, so a reader tailing it by ``seq`` (the server's event stream)
+# sees every change of every process (CLI runs included) exactly once and in order.
+# Changes of these store-only fields are not events (nobody watches them).
+_QUIET_FIELDS = {
+    "kernel_pid",
+    "kernel_created",
+    "cancel_requested",
+    "runner_signals",
+    "pid",
+    "pid_created",
+    "cache_key",
+    "digests",
+    "metrics",
+    "pipeline_json",
+    "host",
+}
+_EVENTS_KEPT = 100_000  # older events are dropped (a client that far behind reloads)
 
 # Columns holding JSON; everything else is a plain SQLite value.
 _JSON_COLUMNS = {"parameters", "outputs", "digests", "metrics"}
@@ -178,10 +206,12 @@ class RunStore:
 
     Args:
         path: Database file. Default: :func:`default_store_path`.
+        runs_dir: Folder for new run folders. Default: ``runs/`` beside the database.
     """
 
-    def __init__(self, path: str | Path | None = None):
+    def __init__(self, path: str | Path | None = None, *, runs_dir: str | Path | None = None):
         self.path = Path(path).expanduser() if path is not None else default_store_path()
+        self._runs_dir = Path(runs_dir).expanduser() if runs_dir is not None else None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(
@@ -217,7 +247,7 @@ class RunStore:
     @property
     def runs_dir(self) -> Path:
         """Folder holding one sub-folder per local run."""
-        return self.folder / "runs"
+        return self._runs_dir if self._runs_dir is not None else self.folder / "runs"
 
     def close(self) -> None:
         """Close the connection."""
@@ -305,6 +335,11 @@ class RunStore:
                 "INSERT INTO steps (run_id, idx, step, state) VALUES (?,?,?,?)",
                 [(run_id, i, s.name, RunState.queued.value) for i, s in enumerate(pipeline.steps)],
             )
+            _log_event(cur, run_id, "run", None, RunState(state).value, now)
+            cur.execute(
+                "DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?",
+                (_EVENTS_KEPT,),
+            )
         return self.get_run(run_id)
 
     @staticmethod
@@ -371,12 +406,21 @@ class RunStore:
         for name, value in fields.items():
             cols.append(f"{name}=?")
             values.append(_to_sql(name, value))
-        with self._lock:
-            cur = self._conn.execute(
-                f"UPDATE {table} SET {', '.join(cols)} WHERE {where}", (*values, *key)
-            )
+        if not set(fields) - _QUIET_FIELDS:
+            with self._lock:
+                cur = self._conn.execute(
+                    f"UPDATE {table} SET {', '.join(cols)} WHERE {where}", (*values, *key)
+                )
+                if cur.rowcount == 0:
+                    raise KeyError(f"no such run or step: {what}")
+            return
+        with self._transaction() as cur:
+            cur.execute(f"UPDATE {table} SET {', '.join(cols)} WHERE {where}", (*values, *key))
             if cur.rowcount == 0:
                 raise KeyError(f"no such run or step: {what}")
+            row = cur.execute(f"SELECT state FROM {table} WHERE {where}", key).fetchone()
+            step = key[1] if table == "steps" else None
+            _log_event(cur, key[0], "step" if step else "run", step, row[0], time.time())
 
     def request_cancel(self, run_id: str) -> None:
         """Flag a run for cancellation; its runner (in any process) polls the flag."""
@@ -426,12 +470,33 @@ class RunStore:
             ).fetchall()
         return _run_from_rows(row, steps)
 
-    def list_runs(self, limit: int = 50) -> list[Run]:
-        """The most recent runs, newest first."""
+    def list_runs(
+        self,
+        limit: int = 50,
+        *,
+        notebook: str | Path | None = None,
+        before: float | None = None,
+    ) -> list[Run]:
+        """The most recent runs, newest first.
+
+        Args:
+            limit: At most this many.
+            notebook: Only runs of this notebook (its absolute path).
+            before: Only runs created before this time (paging: pass the last one's).
+        """
         self.recover_lost()
+        where: list[str] = []
+        args: list[Any] = []
+        if notebook is not None:
+            where.append("notebook=?")
+            args.append(str(Path(notebook).absolute()))
+        if before is not None:
+            where.append("created<?")
+            args.append(before)
+        cond = f"WHERE {' AND '.join(where)} " if where else ""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT * FROM runs ORDER BY created DESC LIMIT ?", (limit,)
+                f"SELECT * FROM runs {cond}ORDER BY created DESC LIMIT ?", (*args, limit)
             ).fetchall()
             ids = [r["id"] for r in rows]
             steps: dict[str, list[sqlite3.Row]] = {i: [] for i in ids}
@@ -496,6 +561,30 @@ class RunStore:
                 "SELECT pid, pid_created, host, runner_signals FROM runs WHERE id=?", (run_id,)
             ).fetchone()
         return row[0], row[1], row[2], bool(row[3])
+
+    # ------------------------------------------------------------------ events
+
+    def last_event(self) -> int:
+        """The ``seq`` of the newest event (0 if none): a cursor for :meth:`events_after`."""
+        with self._lock:
+            row = self._conn.execute("SELECT MAX(seq) FROM events").fetchone()
+        return int(row[0] or 0)
+
+    def events_after(self, seq: int, limit: int = 1000) -> list[StoreEvent]:
+        """Events with a ``seq`` greater than ``seq``, oldest first (at most ``limit``)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, time, run_id, kind, step, state FROM events WHERE seq > ?"
+                " ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+        return [StoreEvent(*tuple(r)) for r in rows]
+
+    def first_event(self) -> int:
+        """The ``seq`` of the oldest event kept (0 if none); older ones were dropped."""
+        with self._lock:
+            row = self._conn.execute("SELECT MIN(seq) FROM events").fetchone()
+        return int(row[0] or 0)
 
     # ------------------------------------------------------------------ pruning
 
@@ -577,6 +666,8 @@ class RunStore:
                     f"DELETE FROM runs WHERE id IN ({in_ids}) AND state IN ({marks})",
                     (*ids, *_FINISHED),
                 )
+                for run_id in ids:
+                    _log_event(cur, run_id, "deleted", None, None, time.time())
             busy = cur.execute(
                 "SELECT 1 FROM runs WHERE backend='local' AND state IN ('queued','running')"
             ).fetchone()
@@ -620,6 +711,11 @@ class RunStore:
                     " AND state IN ('queued','running') AND kernel_pid IS NOT NULL",
                     (run_id,),
                 ).fetchall()
+                changed = cur.execute(
+                    "SELECT step, state FROM steps WHERE run_id=?"
+                    " AND state IN ('queued','running')",
+                    (run_id,),
+                ).fetchall()
                 cur.execute(
                     "UPDATE steps SET state='failed', error=?, finished=? WHERE run_id=?"
                     " AND state='running'",
@@ -633,9 +729,43 @@ class RunStore:
                     "UPDATE runs SET state='failed', error=?, finished=? WHERE id=?",
                     (RUNNER_LOST, now, run_id),
                 )
+                for c in changed:
+                    new_state = "failed" if c[1] == "running" else "cancelled"
+                    _log_event(cur, run_id, "step", c[0], new_state, now)
+                _log_event(cur, run_id, "run", None, "failed", now)
             for k in kernels:
                 kill_process_tree(k[0], k[1])
         return lost
+
+
+@dataclass(frozen=True)
+class StoreEvent:
+    """One entry of the store's event log: a run or step changed (or a run was deleted).
+
+    Attributes:
+        seq: Position in the log; increases with every event, across processes.
+        time: Unix time of the change.
+        run_id: The run.
+        kind: ``run``, ``step`` or ``deleted``.
+        step: The step, for ``step`` events.
+        state: The run's (or step's) state after the change; None for ``deleted``.
+    """
+
+    seq: int
+    time: float
+    run_id: str
+    kind: str
+    step: str | None
+    state: str | None
+
+
+def _log_event(
+    cur: sqlite3.Cursor, run_id: str, kind: str, step: str | None, state: str | None, now: float
+) -> None:
+    cur.execute(
+        "INSERT INTO events (time, run_id, kind, step, state) VALUES (?,?,?,?,?)",
+        (now, run_id, kind, step, state),
+    )
 
 
 @dataclass

@@ -6,6 +6,7 @@ import {
   cellStates,
   durationOf,
   firstFailure,
+  fromServerEvent,
   formatDuration,
   formatSize,
   newlyFinished,
@@ -185,6 +186,32 @@ describe('reduceRuns', () => {
     // A run first seen already finished (history) is no news.
     const s4 = reduceRuns(s3, { kind: 'run', run: run('z', 0, { state: 'succeeded' }) });
     expect(newlyFinished(s3, s4)).toEqual([]);
+  });
+});
+
+describe('fromServerEvent', () => {
+  it('folds wire messages (each with the run’s record) and deletions', () => {
+    const record = run('a', 5, { state: 'running', path: 'proj/nb.ipynb' });
+    let s = reduceRuns(
+      EMPTY_RUNS,
+      fromServerEvent({
+        seq: 11,
+        time: 5,
+        kind: 'step',
+        run_id: 'a',
+        step: 'prepare',
+        state: 'running',
+        run: record
+      })
+    );
+    expect(s.seq).toBe(11);
+    expect(runsFor(s, 'proj/nb.ipynb', false).map(r => r.id)).toEqual(['a']);
+    s = reduceRuns(
+      s,
+      fromServerEvent({ seq: 12, time: 6, kind: 'deleted', run_id: 'a', run: null })
+    );
+    expect(s.order).toEqual([]);
+    expect(s.seq).toBe(12);
   });
 });
 

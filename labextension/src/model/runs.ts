@@ -44,6 +44,8 @@ export interface StepInfo {
   error?: string | null;
   error_cell?: number | null;
   outputs?: Record<string, SavedValueInfo>;
+  has_log?: boolean;
+  has_notebook?: boolean;
 }
 
 /** One run (the server's `GET runs/{id}` / list item). */
@@ -52,6 +54,8 @@ export interface RunInfo {
   state: RunState;
   pipeline?: string;
   notebook?: string;
+  /** The notebook's path relative to the server root, when it lies inside it. */
+  path?: string | null;
   backend?: string;
   created?: number;
   started?: number | null;
@@ -60,6 +64,7 @@ export interface RunInfo {
   url?: string | null;
   error?: string | null;
   steps?: StepInfo[];
+  has_merged_notebook?: boolean;
 }
 
 /** What the reducer understands; `fromServerEvent` turns the wire format into these. */
@@ -72,6 +77,29 @@ export type RunsEvent =
   | { kind: 'step'; runId: string; step: Partial<StepInfo> & { name: string }; seq?: number }
   /** The run was deleted (pruned) from the store. */
   | { kind: 'deleted'; runId: string; seq?: number };
+
+/** One message of the server's event stream (`GET events`, Server-Sent Events). */
+export interface EventMessage {
+  seq: number;
+  time: number;
+  kind: 'run' | 'step' | 'deleted';
+  run_id: string;
+  step?: string | null;
+  state?: RunState | null;
+  /** The run's record when the server read the event (null once deleted). */
+  run?: RunInfo | null;
+}
+
+/**
+ * The wire message as a reducer event. Each message carries the run's whole record, so a run
+ * or step change folds in as a `run` event (the reducer still refuses to regress a state).
+ */
+export function fromServerEvent(message: EventMessage): RunsEvent {
+  if (message.kind === 'deleted' || !message.run) {
+    return { kind: 'deleted', runId: message.run_id, seq: message.seq };
+  }
+  return { kind: 'run', run: message.run, seq: message.seq };
+}
 
 export interface RunsState {
   /** Runs by id. */
@@ -254,7 +282,8 @@ export function runsFor(state: RunsState, notebook: string | null, all: boolean)
   const others: RunInfo[] = [];
   for (const id of state.order) {
     const r = state.runs[id];
-    (notebook !== null && sameNotebook(r.notebook, notebook) ? mine : others).push(r);
+    const own = notebook !== null && (r.path === notebook || sameNotebook(r.notebook, notebook));
+    (own ? mine : others).push(r);
   }
   return all || notebook === null ? [...mine, ...others] : mine;
 }

@@ -213,6 +213,9 @@ class LocalLauncher:
         nb: NotebookNode,
         path: str | Path,
         parameters: Mapping[str, Any] | None = None,
+        *,
+        cache: bool | None = None,
+        max_parallel: int | None = None,
     ) -> Run:
         """Record the run (queued), copy the notebook, start its runner; return the run.
 
@@ -221,6 +224,8 @@ class LocalLauncher:
             nb: The notebook to run (it is copied into the run folder).
             path: The notebook's path: the run's ``notebook``; kernels run in its folder.
             parameters: Parameter overrides.
+            cache: This run only: reuse unchanged steps' results (default: the launcher's).
+            max_parallel: This run only: steps at once (default: the launcher's).
 
         Raises:
             LaunchError: Bad parameters, or the notebook's kernel is not installed.
@@ -229,7 +234,12 @@ class LocalLauncher:
         values = _values(pipeline, parameters, str(path))
         check_kernel(pipeline, str(path))
         run = self.store.create_run(pipeline, notebook=path, backend="local", parameters=values)
-        run_dir = _record_copy(self.store, run, nb, self.settings)
+        settings = dict(self.settings)
+        if cache is not None:
+            settings["cache"] = cache
+        if max_parallel is not None:
+            settings["max_parallel"] = max_parallel
+        run_dir = _record_copy(self.store, run, nb, settings)
         try:
             pid = _spawn(["run", "--store", str(self.store.path), run.id], run_dir, path.parent)
         except OSError as exc:
@@ -301,8 +311,14 @@ class KfpLauncher:
         nb: NotebookNode,
         path: str | Path,
         parameters: Mapping[str, Any] | None = None,
+        *,
+        cache: bool | None = None,
+        max_parallel: int | None = None,
     ) -> Run:
         """Compile and submit (in this process), then start the detached watcher.
+
+        ``cache=False`` turns KFP's caching off for this run; ``max_parallel`` is for local
+        runs (KFP schedules its own pods) and ignored.
 
         Raises:
             LaunchError: Bad parameters, the pipeline cannot compile, or the cluster cannot
@@ -315,7 +331,13 @@ class KfpLauncher:
         _values(pipeline, parameters, str(path))
         runner = self._runner(nb)
         try:
-            run = runner.submit(pipeline, path, parameters, source_nb=nb)
+            run = runner.submit(
+                pipeline,
+                path,
+                parameters,
+                source_nb=nb,
+                enable_caching=False if cache is False else None,
+            )
         except (KfpError, CompileError) as exc:
             raise LaunchError(f"{path}: {exc}") from None
         settings = {"host": runner.host, "poll_interval": self.poll_interval}

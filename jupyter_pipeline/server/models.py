@@ -85,7 +85,7 @@ class _NotebookSource(_Model):
 
     @model_validator(mode="after")
     def _path_or_notebook(self) -> _NotebookSource:
-        if self.path is None and self.notebook is None:
+        if self.path is None and self.notebook is None and not getattr(self, "rerun", None):
             raise ValueError("give `path` (relative to the server root) or `notebook` (JSON)")
         return self
 
@@ -117,8 +117,21 @@ class CompileRequest(_NotebookSource):
 class RunRequest(_NotebookSource):
     """``POST runs``."""
 
-    parameters: dict[str, Any] = Field(default_factory=dict)
-    target: Target | None = Field(None, description="Default: the server's default target.")
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="Parameter overrides (with `rerun`: on top of its)."
+    )
+    target: Target | None = Field(
+        None, description="Default: the rerun run's target, else the server's default target."
+    )
+    cache: bool = Field(True, description="Reuse results of unchanged steps (KFP: its cache).")
+    max_parallel: int | None = Field(
+        None, ge=1, description="Steps at once (local target; default: the server's setting)."
+    )
+    rerun: str | None = Field(
+        None,
+        description="Run again the notebook copy recorded by this earlier run (with its "
+        "parameters and target unless given): works after the notebook was edited.",
+    )
 
 
 class RunCreated(_Model):

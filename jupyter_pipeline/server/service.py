@@ -202,7 +202,19 @@ class PipelineService:
 
     def start_run(self, req: RunRequest) -> RunCreated:
         """``POST runs``: record the run and start its detached runner."""
+        from jupyter_pipeline.runners.launch import reap_children
+
+        reap_children()  # collect runner processes of this server that have ended
         target = req.target or self.default_target
+        parameters = dict(req.parameters)
+        if req.rerun:
+            nb, path, earlier = self._recorded(req.rerun)
+            parameters = {**earlier.parameters, **parameters}
+            target = req.target or earlier.backend
+            shown = self.relative(path) or str(path)
+        else:
+            nb, path = self.notebook(req)
+            shown = req.path or str(path)
         launcher = self.launchers.get(target)
         if launcher is None:
             raise ApiError(
@@ -210,10 +222,24 @@ class PipelineService:
                 "unknown-target",
                 f"target {target!r} is not configured here; targets: {', '.join(self.launchers)}",
             )
-        nb, path = self.notebook(req)
-        pipeline = analyze_for_run(nb, req.path or str(path), req.split)
-        run = launcher.start(pipeline, nb, path, req.parameters)
+        pipeline = analyze_for_run(nb, shown, req.split)
+        run = launcher.start(
+            pipeline, nb, path, parameters, cache=req.cache, max_parallel=req.max_parallel
+        )
         return RunCreated(id=run.id, state=run.state)
+
+    def _recorded(self, run_id: str) -> tuple[NotebookNode, Path, Run]:
+        """The notebook copy an earlier run recorded, its path, and the run."""
+        run = self._run(run_id)
+        copy = Path(run.run_dir) / NOTEBOOK_COPY if run.run_dir else None
+        if copy is None or not copy.exists():
+            raise _not_found(
+                f"run {run.id} has no recorded notebook copy (runs started from the CLI keep "
+                "none); run the notebook itself"
+            )
+        if self.relative(run.notebook) is None:
+            raise _not_found(f"run {run.id}'s notebook is not under the server root")
+        return read_notebook(copy), Path(run.notebook), run
 
     def _run(self, run_id: str) -> Run:
         try:

@@ -32,11 +32,36 @@ def store_path(tmp_path: Path) -> Path:
     return tmp_path / "store" / "runs.sqlite"
 
 
+class BrokenLauncher:
+    """A `local` launcher with a bug, swapped in through the `local_runner_class` trait."""
+
+    built = 0
+
+    def __init__(self, store, **settings):
+        BrokenLauncher.built += 1
+        self.settings = settings
+
+    def start(self, *args, **kwargs):
+        raise RuntimeError("launcher exploded\nsecond line")
+
+    def cancel(self, run_id):
+        raise AssertionError("not reached")
+
+
 @pytest.fixture
-def jp_server_config(store_path: Path) -> dict:
+def launcher_class() -> type | None:
+    return None
+
+
+@pytest.fixture
+def jp_server_config(store_path: Path, launcher_class) -> dict:
+    app: dict = {"store_path": str(store_path)}
+    if launcher_class is not None:
+        app["local_runner_class"] = launcher_class
+        app["max_parallel"] = 3
     return {
         "ServerApp": {"jpserver_extensions": {"jupyter_pipeline.server": True}},
-        "PipelineApp": {"store_path": str(store_path)},
+        "PipelineApp": app,
     }
 
 
@@ -279,3 +304,22 @@ def _refs(node):
     elif isinstance(node, list):
         for v in node:
             yield from _refs(v)
+
+
+@pytest.mark.parametrize("launcher_class", [BrokenLauncher])
+async def test_a_bug_is_a_500_with_one_line_and_the_traceback_logged(
+    jp_fetch, jp_root_dir, jp_serverapp, caplog
+):
+    """The launcher is swapped through the `local_runner_class` Type trait (built once)."""
+    assert BrokenLauncher.built == 1
+    app = jp_serverapp.web_app.settings["jupyter_pipeline"]
+    assert app.service.launchers["local"].settings == {"max_parallel": 3, "cache": True}
+    nbformat.write(_nb(), str(jp_root_dir / "work.ipynb"))
+    status, out = await call(jp_fetch, "runs", body={"path": "work.ipynb"})
+    assert status == 500
+    assert out["code"] == "internal-error"
+    assert "RuntimeError: launcher exploded" in out["message"]
+    assert "\n" not in out["message"] and "Traceback" not in out["message"]
+    logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
+    assert "Traceback" in logged or any(r.exc_info for r in caplog.records)
+    assert BrokenLauncher.built == 1  # built once at start-up, not per request

@@ -108,7 +108,10 @@ class BaseHandler(APIHandler):
             return
         if status_code >= 500:
             # Tornado has logged the traceback; the client gets one line.
-            what = f"{type(exc).__name__}: {exc}" if exc is not None else self._reason
+            first = str(exc).strip().splitlines()[:1] if exc is not None else []
+            what = f"{type(exc).__name__}: {first[0]}" if first else type(exc).__name__
+            if exc is None:
+                what = self._reason
             self._write_api_error(
                 status_code,
                 "internal-error",

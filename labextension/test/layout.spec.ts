@@ -1,5 +1,5 @@
 import ELK from 'elkjs/lib/elk.bundled.js';
-import { edgeLabel, layoutGraph, toElkGraph } from '../src/model/layout';
+import { edgeLabel, layoutGraph, mergeEdges, toElkGraph } from '../src/model/layout';
 
 const nodes = [
   { id: 'load', label: 'load' },
@@ -50,5 +50,24 @@ describe('layout adapter', () => {
       expect(n.x + n.width).toBeLessThanOrEqual(g.width);
       expect(n.y + n.height).toBeLessThanOrEqual(g.height);
     }
+  });
+});
+
+describe('mergeEdges', () => {
+  it('draws one arrow per pair of steps, data first, all reasons kept', () => {
+    const merged = mergeEdges([
+      { source: 'a', target: 'b', kind: 'prev', variables: [], reason: 'prev:a tag' },
+      { source: 'a', target: 'b', kind: 'data', variables: ['df'], reason: 'b reads df' },
+      { source: 'a', target: 'c', kind: 'state', variables: ['random'], reason: 'seeded' }
+    ]);
+    expect(merged).toHaveLength(2);
+    expect(merged[0]).toEqual({
+      source: 'a',
+      target: 'b',
+      kind: 'data',
+      variables: ['df'],
+      reason: 'b reads df; prev:a tag'
+    });
+    expect(merged[1].kind).toBe('state');
   });
 });

@@ -11,42 +11,11 @@ Screenshots go to ``tests/ui/screenshots/`` (git-ignored); the README's come fro
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-
-SCREENSHOTS = Path(__file__).parent / "screenshots"
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "notebooks"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-# Lab start-up and first render are slow on a loaded 2-core machine; waits use this.
-TIMEOUT_MS = 30_000
-
-
-def _chromium() -> str | None:
-    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"):
-        if candidate and Path(candidate).exists():
-            return candidate
-    return shutil.which("chromium")
+from labui import CHROMIUM_ARGS, TIMEOUT_MS, Lab, chromium_path, start_lab
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -55,111 +24,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.ui)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Lab:
-    """A running JupyterLab server."""
-
-    url: str
-    token: str
-    root: Path
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def api(self, path: str, method: str = "GET", body: object | None = None) -> object:
-        """Call the server's REST API (JSON in, JSON out) with the token."""
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            f"{self.url}{path}",
-            data=data,
-            method=method,
-            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            text = resp.read().decode()
-        return json.loads(text) if text else None
-
-    def open_url(self, notebook: str) -> str:
-        """The URL that opens ``notebook`` (relative to the root) in the lab, with the token."""
-        return f"{self.url}lab/tree/{notebook}?token={self.token}&reset"
-
-
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """Start ``jupyter lab`` (this environment's, with the installed extension) for the session."""
-    base = tmp_path_factory.mktemp("lab")
-    root = base / "root"
-    root.mkdir()
-    settings = base / "app-settings"
-    settings.mkdir()
-    # Without this a "Jupyter news?" toast covers the bottom right of every screenshot.
-    (settings / "overrides.json").write_text(
-        json.dumps(
-            {
-                "@jupyterlab/apputils-extension:notification": {
-                    "checkForUpdates": False,
-                    "fetchNews": "false",
-                }
-            }
-        )
-    )
-    port = _free_port()
-    token = uuid.uuid4().hex
-    log = base / "lab.log"
-    env = dict(os.environ)
-    env["JUPYTER_PIPELINE_STORE"] = str(base / "store")
-    env.setdefault("JUPYTER_CONFIG_DIR", str(base / "config"))
-    cmd = [
-        sys.executable,
-        "-m",
-        "jupyterlab",
-        "--no-browser",
-        "--allow-root",
-        "--ip=127.0.0.1",
-        f"--port={port}",
-        "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={root}",
-        f"--LabApp.app_settings_dir={settings}",
-    ]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 90
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            req = urllib.request.Request(
-                f"{url}api/status", headers={"Authorization": f"token {token}"}
-            )
-            with urllib.request.urlopen(req, timeout=2):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"jupyter lab did not answer in 90 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
-    try:
-        yield Lab(url=url, token=token, root=root, process=proc, log=log)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """One ``jupyter lab`` with the installed lab and server extensions, for the session."""
+    with start_lab(tmp_path_factory.mktemp("lab")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[object]:
     """Headless Debian Chromium through Python Playwright (never ``playwright install``)."""
-    executable = _chromium()
+    executable = chromium_path()
     if executable is None:
         pytest.skip("no Chromium: apt-get install -y chromium (the UI tests drive a real browser)")
     from playwright.sync_api import sync_playwright
@@ -187,45 +62,18 @@ def page(browser: object, request: pytest.FixtureRequest) -> Iterator[object]:
         context.close()
 
 
-def screenshot(page: object, name: str) -> Path:
-    """Save a full-window screenshot as ``tests/ui/screenshots/<name>.png``."""
-    SCREENSHOTS.mkdir(exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path))  # type: ignore[attr-defined]
-    return path
+@pytest.fixture(autouse=True)
+def jp_asyncio_loop() -> Iterator[None]:
+    """Override pytest-jupyter's autouse loop fixture for the browser tests.
+
+    It closes the thread's current event loop after each test, which here is Playwright's (still
+    running: the sync API drives it), so teardown fails. These tests run the server in its own
+    process and need no loop.
+    """
+    yield None
 
 
-def copy_example(lab: Lab, name: str, as_name: str | None = None) -> str:
-    """Copy ``examples/notebooks/<name>`` into the lab's root; returns its relative path."""
-    target = as_name or f"{uuid.uuid4().hex[:6]}-{name}"
-    shutil.copy(EXAMPLES / name, lab.root / target)
-    return target
-
-
-def write_notebook(lab: Lab, name: str, cells: list[tuple[str, str, list[str]]]) -> str:
-    """Write a notebook of ``(cell_type, source, tags)`` cells into the lab's root."""
-    import nbformat
-
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    for kind, source, tags in cells:
-        cell = nbformat.v4.new_code_cell(source) if kind == "code" else nbformat.v4.new_markdown_cell(source)
-        if tags:
-            cell.metadata["tags"] = tags
-        nb.cells.append(cell)
-    nbformat.write(nb, lab.root / name)
-    return name
-
-
-def open_notebook(lab: Lab, page: object, notebook: str) -> None:
-    """Open ``notebook`` in the lab and wait until its cells are rendered."""
-    page.goto(lab.open_url(notebook))  # type: ignore[attr-defined]
-    page.locator(".jp-Notebook .jp-Cell").first.wait_for()  # type: ignore[attr-defined]
-
-
-def open_pipeline_panel(page: object) -> object:
-    """Click the "Pipeline" tab in the right sidebar; returns the panel's locator."""
-    page.get_by_role("tab", name="Pipeline").click()  # type: ignore[attr-defined]
-    panel = page.locator(".jp-PipelinePanel")  # type: ignore[attr-defined]
-    panel.wait_for()
-    return panel
+@pytest.fixture(autouse=True)
+def jp_server_cleanup() -> Iterator[None]:
+    """Override pytest-jupyter's autouse in-process server clean-up: there is none here."""
+    yield None

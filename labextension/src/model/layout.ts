@@ -78,6 +78,32 @@ export function edgeLabel(edge: GraphEdgeInput): string {
   return more > 0 ? `${shown} +${more}` : shown;
 }
 
+/**
+ * One edge per pair of steps: the analysis may report a data edge and a `prev:` edge (or a state
+ * edge) between the same two steps; the picture draws one arrow with every variable on it and
+ * every reason in its tooltip. Its kind is `data` when any of them carries data.
+ */
+export function mergeEdges(edges: readonly GraphEdgeInput[]): GraphEdgeInput[] {
+  const byPair = new Map<string, GraphEdgeInput>();
+  for (const e of edges) {
+    const key = `${e.source}\u0000${e.target}`;
+    const seen = byPair.get(key);
+    if (!seen) {
+      byPair.set(key, { ...e, variables: [...e.variables] });
+      continue;
+    }
+    const data = seen.kind === 'data' || e.kind === 'data';
+    byPair.set(key, {
+      source: e.source,
+      target: e.target,
+      kind: data ? 'data' : seen.kind,
+      variables: [...seen.variables, ...e.variables.filter(v => !seen.variables.includes(v))],
+      reason: e.kind === 'data' ? `${e.reason}; ${seen.reason}` : `${seen.reason}; ${e.reason}`
+    });
+  }
+  return [...byPair.values()];
+}
+
 /** Stable edge id (one edge per source/target/kind in the analysis). */
 export function edgeId(edge: GraphEdgeInput): string {
   return `${edge.source}->${edge.target}:${edge.kind}`;

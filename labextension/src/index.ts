@@ -10,7 +10,6 @@ import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { ITranslator, nullTranslator } from '@jupyterlab/translation';
 import { clearIcon, downloadIcon, editIcon, refreshIcon, tagIcon } from '@jupyterlab/ui-components';
-import { Signal } from '@lumino/signaling';
 import { requestAPI } from './api/request';
 import { pipelineIcon } from './icons';
 import { allTags, clearTags, tagAsNewStep } from './model/edits';
@@ -20,20 +19,22 @@ import { IPipelineTracker } from './tokens';
 import { CellDecorator } from './widgets/cellDecorator';
 import { editCellRole } from './widgets/roleDialog';
 import { PipelineSidebar } from './widgets/sidebar';
+import { PipelineTracker } from './widgets/tracker';
 
 export { IPipelineTracker } from './tokens';
 export type { NotebookPipeline } from './model/pipeline';
 
 const PLUGIN_ID = 'jupyter-pipeline:plugin';
 
-export namespace CommandIDs {
-  export const openPanel = 'jupyter-pipeline:open-panel';
-  export const tagNewStep = 'jupyter-pipeline:tag-new-step';
-  export const clearTags = 'jupyter-pipeline:clear-tags';
-  export const editRole = 'jupyter-pipeline:edit-cell-role';
-  export const compile = 'jupyter-pipeline:compile';
-  export const analyze = 'jupyter-pipeline:analyze';
-}
+/** Command IDs of the extension (palette, toolbar, menus). */
+export const CommandIDs = {
+  openPanel: 'jupyter-pipeline:open-panel',
+  tagNewStep: 'jupyter-pipeline:tag-new-step',
+  clearTags: 'jupyter-pipeline:clear-tags',
+  editRole: 'jupyter-pipeline:edit-cell-role',
+  compile: 'jupyter-pipeline:compile',
+  analyze: 'jupyter-pipeline:analyze'
+} as const;
 
 /** Settings as the schema (schema/plugin.json) defines them. */
 interface Settings {
@@ -75,7 +76,8 @@ const plugin: JupyterFrontEndPlugin<IPipelineTracker> = {
     if (registry) {
       registry.load(PLUGIN_ID).then(
         loaded => {
-          const apply = () => Object.assign(settings, loaded.composite as unknown as Partial<Settings>);
+          const apply = () =>
+            Object.assign(settings, loaded.composite as unknown as Partial<Settings>);
           apply();
           loaded.changed.connect(apply);
         },
@@ -112,8 +114,15 @@ const plugin: JupyterFrontEndPlugin<IPipelineTracker> = {
             ...(settings.defaultImage ? { image: settings.defaultImage } : {})
           })
         });
-        const name = (pipeline.result?.pipeline.name ?? panel.context.path.replace(/.*\//, '').replace(/\.ipynb$/, '')) || 'pipeline';
-        const url = URL.createObjectURL(new Blob([typeof yaml === 'string' ? yaml : JSON.stringify(yaml)], { type: 'application/yaml' }));
+        const name =
+          (pipeline.result?.pipeline.name ??
+            panel.context.path.replace(/.*\//, '').replace(/\.ipynb$/, '')) ||
+          'pipeline';
+        const url = URL.createObjectURL(
+          new Blob([typeof yaml === 'string' ? yaml : JSON.stringify(yaml)], {
+            type: 'application/yaml'
+          })
+        );
         const a = document.createElement('a');
         a.href = url;
         a.download = `${name}.yaml`;
@@ -121,9 +130,13 @@ const plugin: JupyterFrontEndPlugin<IPipelineTracker> = {
         a.click();
         a.remove();
         setTimeout(() => URL.revokeObjectURL(url), 10_000);
-        Notification.success(trans.__('Compiled %1.yaml for Kubeflow Pipelines', name), { autoClose: 4000 });
+        Notification.success(trans.__('Compiled %1.yaml for Kubeflow Pipelines', name), {
+          autoClose: 4000
+        });
       } catch (error) {
-        Notification.error(trans.__('Compile failed: %1', (error as Error).message ?? String(error)));
+        Notification.error(
+          trans.__('Compile failed: %1', (error as Error).message ?? String(error))
+        );
       }
     };
 
@@ -154,7 +167,12 @@ const plugin: JupyterFrontEndPlugin<IPipelineTracker> = {
         return;
       }
       if (!isValidStepName(answer.value)) {
-        Notification.error(trans.__('Step name %1 is not valid: use letters, digits, _ and - only.', JSON.stringify(answer.value)));
+        Notification.error(
+          trans.__(
+            'Step name %1 is not valid: use letters, digits, _ and - only.',
+            JSON.stringify(answer.value)
+          )
+        );
         return;
       }
       tagAsNewStep(model, cells, answer.value);
@@ -169,21 +187,7 @@ const plugin: JupyterFrontEndPlugin<IPipelineTracker> = {
     app.shell.add(sidebar, 'right', { rank: 600 });
     void sidebar.handshake();
 
-    const currentChanged = new Signal<IPipelineTracker, NotebookPanel | null>(undefined as any);
-    const api: IPipelineTracker = {
-      sidebar,
-      get currentPanel() {
-        return sidebar.panel;
-      },
-      get currentPipeline() {
-        return sidebar.pipeline;
-      },
-      currentChanged,
-      get info() {
-        return sidebar.info;
-      },
-      pipelineFor: panel => pipelines.get(panel)
-    };
+    const api = new PipelineTracker(sidebar, pipelines);
 
     const openEditor = (panel: NotebookPanel, index: number) => {
       if (!panel.model) {
@@ -203,7 +207,7 @@ const plugin: JupyterFrontEndPlugin<IPipelineTracker> = {
     const showCurrent = () => {
       const panel = tracker.currentWidget;
       sidebar.showNotebook(panel, panel ? (pipelines.get(panel) ?? null) : null);
-      currentChanged.emit(panel);
+      api.emitCurrent(panel);
     };
 
     tracker.widgetAdded.connect((_, panel) => {

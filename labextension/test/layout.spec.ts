@@ -28,7 +28,11 @@ describe('layout adapter', () => {
   });
 
   it('drops edges to unknown steps and self-loops', () => {
-    const g = toElkGraph(nodes, [...edges, { ...edges[0], target: 'ghost' }, { ...edges[0], target: 'load' }]);
+    const g = toElkGraph(nodes, [
+      ...edges,
+      { ...edges[0], target: 'ghost' },
+      { ...edges[0], target: 'load' }
+    ]);
     expect(g.edges).toHaveLength(4);
   });
 

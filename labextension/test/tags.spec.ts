@@ -68,16 +68,31 @@ describe('roleToTags', () => {
   });
 
   it('drops empty limits', () => {
-    const role = { ...emptyRole(), kind: 'step' as const, step: 'a', limits: { cpu: '', memory: '1Gi' } };
+    const role = {
+      ...emptyRole(),
+      kind: 'step' as const,
+      step: 'a',
+      limits: { cpu: '', memory: '1Gi' }
+    };
     expect(roleToTags(role)).toEqual(['step:a', 'limit:memory:1Gi']);
   });
 });
 
 describe('renameStep', () => {
   it('renames the step tags and every prev: naming it, matching as the CLI does', () => {
-    const cells = [['step:load_data'], ['step:train', 'prev:load-data'], ['x'], ['step:eval', 'prev:train']];
+    const cells = [
+      ['step:load_data'],
+      ['step:train', 'prev:load-data'],
+      ['x'],
+      ['step:eval', 'prev:train']
+    ];
     const out = renameStep(cells, 'load_data', 'ingest');
-    expect(out).toEqual([['step:ingest'], ['step:train', 'prev:ingest'], ['x'], ['step:eval', 'prev:train']]);
+    expect(out).toEqual([
+      ['step:ingest'],
+      ['step:train', 'prev:ingest'],
+      ['x'],
+      ['step:eval', 'prev:train']
+    ]);
     // Unchanged cells keep their array (cheap change detection for the writer).
     expect(out[2]).toBe(cells[2]);
   });

@@ -13,8 +13,7 @@ export { API_VERSION } from './types';
 export const API_NAMESPACE = 'jupyter-pipeline';
 
 /** What to tell a user whose server extension is missing or older than this lab extension. */
-export const INSTALL_HINT =
-  'pip install --upgrade jupyter-pipeline, then restart jupyter lab';
+export const INSTALL_HINT = 'pip install --upgrade jupyter-pipeline, then restart jupyter lab';
 
 /** An error answer of the server extension (or no answer at all). */
 export class ApiError extends Error {
@@ -67,7 +66,9 @@ export async function requestAPI<T = unknown>(
       );
     }
     const message =
-      data && typeof data === 'object' && data.message ? data.message : `${response.status} ${response.statusText}`;
+      data && typeof data === 'object' && data.message
+        ? data.message
+        : `${response.status} ${response.statusText}`;
     const code = data && typeof data === 'object' && data.code ? data.code : 'http-error';
     throw new ApiError(message, code, response.status, data?.details);
   }

@@ -18,7 +18,8 @@ const measure: Measure = text => {
   if (!ctx) {
     return approxMeasure(text);
   }
-  const family = getComputedStyle(document.body).getPropertyValue('--jp-ui-font-family') || 'sans-serif';
+  const family =
+    getComputedStyle(document.body).getPropertyValue('--jp-ui-font-family') || 'sans-serif';
   ctx.font = `12px ${family}`;
   return Math.ceil(ctx.measureText(text).width);
 };
@@ -59,7 +60,11 @@ export function Graph(props: GraphProps): JSX.Element {
   }
   const byName = new Map(steps.map(s => [s.name, s]));
   return (
-    <div className="jp-PipelineGraph" data-layout-key={key.length} aria-label={trans.__('Pipeline graph')}>
+    <div
+      className="jp-PipelineGraph"
+      data-layout-key={key.length}
+      aria-label={trans.__('Pipeline graph')}
+    >
       <svg
         width={graph.width}
         height={graph.height}
@@ -68,7 +73,15 @@ export function Graph(props: GraphProps): JSX.Element {
         aria-label={trans.__('Pipeline graph with %1 steps', steps.length)}
       >
         <defs>
-          <marker id="jp-pipeline-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">
+          <marker
+            id="jp-pipeline-arrow"
+            viewBox="0 0 10 10"
+            refX="9"
+            refY="5"
+            markerWidth="7"
+            markerHeight="7"
+            orient="auto-start-reverse"
+          >
             <path d="M 0 0 L 10 5 L 0 10 z" className="jp-PipelineGraph-arrow" />
           </marker>
         </defs>
@@ -87,7 +100,13 @@ export function Graph(props: GraphProps): JSX.Element {
             />
             {e.label && (
               <g className="jp-PipelineGraph-edgeLabel">
-                <rect x={e.label.x} y={e.label.y} width={e.label.width} height={e.label.height} rx={3} />
+                <rect
+                  x={e.label.x}
+                  y={e.label.y}
+                  width={e.label.width}
+                  height={e.label.height}
+                  rx={3}
+                />
                 <text x={e.label.x + e.label.width / 2} y={e.label.y + e.label.height / 2}>
                   {e.label.text}
                 </text>
@@ -105,7 +124,11 @@ export function Graph(props: GraphProps): JSX.Element {
               tabIndex={0}
               role="button"
               aria-label={trans.__('Step %1: select its first cell', n.label)}
-              style={{ '--jp-pipeline-colour': colours.get(n.id) ?? 'var(--jp-border-color1)' } as React.CSSProperties}
+              style={
+                {
+                  '--jp-pipeline-colour': colours.get(n.id) ?? 'var(--jp-border-color1)'
+                } as React.CSSProperties
+              }
               onClick={() => step && props.onSelectStep(step)}
               onKeyDown={ev => {
                 if ((ev.key === 'Enter' || ev.key === ' ') && step) {
@@ -116,11 +139,23 @@ export function Graph(props: GraphProps): JSX.Element {
             >
               <title>
                 {step
-                  ? trans.__('%1 — in: %2; out: %3', n.label, step.inputs.join(', ') || '–', step.outputs.join(', ') || '–')
+                  ? trans.__(
+                      '%1 — in: %2; out: %3',
+                      n.label,
+                      step.inputs.join(', ') || '–',
+                      step.outputs.join(', ') || '–'
+                    )
                   : n.label}
               </title>
               <rect x={n.x} y={n.y} width={n.width} height={n.height} rx={5} />
-              <rect className="jp-PipelineGraph-nodeBand" x={n.x} y={n.y} width={6} height={n.height} rx={2} />
+              <rect
+                className="jp-PipelineGraph-nodeBand"
+                x={n.x}
+                y={n.y}
+                width={6}
+                height={n.height}
+                rx={2}
+              />
               <text x={n.x + n.width / 2 + 3} y={n.y + n.height / 2}>
                 {n.label}
               </text>

@@ -22,12 +22,19 @@ export interface PipelineViewProps {
 
 const GLYPH: Record<string, string> = { error: '✖', warning: '⚠', info: 'ℹ' };
 
-function Section(props: { title: string; count?: number; children: React.ReactNode; className?: string }) {
+function Section(props: {
+  title: string;
+  count?: number;
+  children: React.ReactNode;
+  className?: string;
+}) {
   return (
     <section className={`jp-PipelineSection ${props.className ?? ''}`}>
       <h3 className="jp-PipelineSection-title">
         {props.title}
-        {props.count !== undefined && <span className="jp-PipelineSection-count">{props.count}</span>}
+        {props.count !== undefined && (
+          <span className="jp-PipelineSection-count">{props.count}</span>
+        )}
       </h3>
       {props.children}
     </section>
@@ -40,7 +47,9 @@ function cellRange(step: Step, trans: TranslationBundle): string {
   if (first === undefined) {
     return '';
   }
-  return first === last ? trans.__('cell %1', first + 1) : trans.__('cells %1–%2', first + 1, last + 1);
+  return first === last
+    ? trans.__('cell %1', first + 1)
+    : trans.__('cells %1–%2', first + 1, last + 1);
 }
 
 export function StepList(props: {
@@ -72,7 +81,9 @@ export function StepList(props: {
             >
               <span className="jp-PipelineStep-swatch" />
               {step.display_name}
-              {step.role === 'metrics' && <span className="jp-PipelineStep-role">{trans.__('metrics')}</span>}
+              {step.role === 'metrics' && (
+                <span className="jp-PipelineStep-role">{trans.__('metrics')}</span>
+              )}
             </button>
             <span className="jp-PipelineStep-cells">{cellRange(step, trans)}</span>
             {plan && (
@@ -89,7 +100,14 @@ export function StepList(props: {
                 <div>
                   <span className="jp-PipelineStep-ioLabel">{trans.__('in')}</span>
                   {step.inputs.map(v => (
-                    <code key={v} title={step.input_sources?.[v] ? trans.__('from %1', step.input_sources[v]) : undefined}>
+                    <code
+                      key={v}
+                      title={
+                        step.input_sources?.[v]
+                          ? trans.__('from %1', step.input_sources[v])
+                          : undefined
+                      }
+                    >
                       {v}
                     </code>
                   ))}
@@ -149,10 +167,15 @@ export function DiagnosticList(props: {
 }
 
 /** Parse a form string into a value of the parameter's type; undefined when it does not parse. */
-export function parseParameter(param: Parameter, text: string): { value?: unknown; error?: string } {
+export function parseParameter(
+  param: Parameter,
+  text: string
+): { value?: unknown; error?: string } {
   switch (param.type) {
     case 'int':
-      return /^[-+]?\d+$/.test(text.trim()) ? { value: parseInt(text, 10) } : { error: 'an integer' };
+      return /^[-+]?\d+$/.test(text.trim())
+        ? { value: parseInt(text, 10) }
+        : { error: 'an integer' };
     case 'float': {
       const v = Number(text);
       return text.trim() !== '' && Number.isFinite(v) ? { value: v } : { error: 'a number' };
@@ -163,8 +186,13 @@ export function parseParameter(param: Parameter, text: string): { value?: unknow
     case 'dict':
       try {
         const v = JSON.parse(text);
-        const ok = param.type === 'list' ? Array.isArray(v) : v !== null && typeof v === 'object' && !Array.isArray(v);
-        return ok ? { value: v } : { error: param.type === 'list' ? 'a JSON list' : 'a JSON object' };
+        const ok =
+          param.type === 'list'
+            ? Array.isArray(v)
+            : v !== null && typeof v === 'object' && !Array.isArray(v);
+        return ok
+          ? { value: v }
+          : { error: param.type === 'list' ? 'a JSON list' : 'a JSON object' };
       } catch {
         return { error: param.type === 'list' ? 'a JSON list' : 'a JSON object' };
       }
@@ -180,7 +208,11 @@ function display(value: unknown, type: string): string {
   return value === null || value === undefined ? '' : String(value);
 }
 
-export function ParametersForm(props: { pipeline: NotebookPipeline; params: Parameter[]; trans: TranslationBundle }): JSX.Element {
+export function ParametersForm(props: {
+  pipeline: NotebookPipeline;
+  params: Parameter[];
+  trans: TranslationBundle;
+}): JSX.Element {
   const { pipeline, trans } = props;
   const values = pipeline.parameterValues;
   const [drafts, setDrafts] = React.useState<Record<string, string>>({});
@@ -195,7 +227,10 @@ export function ParametersForm(props: { pipeline: NotebookPipeline; params: Para
         const update = (t: string) => {
           setDrafts({ ...drafts, [p.name]: t });
           const parsed = parseParameter(p, t);
-          setErrors({ ...errors, [p.name]: parsed.error ? trans.__('expects %1', parsed.error) : '' });
+          setErrors({
+            ...errors,
+            [p.name]: parsed.error ? trans.__('expects %1', parsed.error) : ''
+          });
           if (!parsed.error) {
             const same = JSON.stringify(parsed.value) === JSON.stringify(p.default);
             pipeline.setParameterValue(p, same ? undefined : parsed.value);
@@ -208,7 +243,12 @@ export function ParametersForm(props: { pipeline: NotebookPipeline; params: Para
               <span className="jp-PipelineParameter-type">{p.type}</span>
             </label>
             {p.type === 'bool' ? (
-              <input id={id} type="checkbox" checked={text === 'true'} onChange={e => update(String(e.target.checked))} />
+              <input
+                id={id}
+                type="checkbox"
+                checked={text === 'true'}
+                onChange={e => update(String(e.target.checked))}
+              />
             ) : (
               <input
                 id={id}
@@ -226,7 +266,8 @@ export function ParametersForm(props: { pipeline: NotebookPipeline; params: Para
                 className="jp-PipelineParameter-reset"
                 title={trans.__('Back to the default, %1', display(p.default, p.type))}
                 onClick={() => {
-                  const { [p.name]: _d, ...rest } = drafts;
+                  const rest = { ...drafts };
+                  delete rest[p.name];
                   setDrafts(rest);
                   setErrors({ ...errors, [p.name]: '' });
                   pipeline.setParameterValue(p, undefined);
@@ -334,7 +375,11 @@ export function PipelineView(props: PipelineViewProps): JSX.Element {
           </Section>
           <Section title={trans.__('Diagnostics')} count={p.diagnostics.length}>
             {p.diagnostics.length ? (
-              <DiagnosticList diagnostics={p.diagnostics} trans={trans} onSelectCell={props.onSelectCell} />
+              <DiagnosticList
+                diagnostics={p.diagnostics}
+                trans={trans}
+                onSelectCell={props.onSelectCell}
+              />
             ) : (
               <p className="jp-PipelineEmpty">{trans.__('No problems found.')}</p>
             )}
@@ -344,7 +389,9 @@ export function PipelineView(props: PipelineViewProps): JSX.Element {
               <ParametersForm pipeline={pipeline} params={p.parameters} trans={trans} />
             ) : (
               <p className="jp-PipelineEmpty">
-                {trans.__('No parameters. Tag a cell of literal assignments “pipeline-parameters” to add some.')}
+                {trans.__(
+                  'No parameters. Tag a cell of literal assignments “pipeline-parameters” to add some.'
+                )}
               </p>
             )}
           </Section>

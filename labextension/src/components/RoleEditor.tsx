@@ -41,7 +41,8 @@ function roleLabel(kind: RoleKind, trans: TranslationBundle): string {
 export function RoleEditor(props: RoleEditorProps): JSX.Element {
   const { value, onChange, trans } = props;
   const set = (patch: Partial<CellRole>) => onChange({ ...value, ...patch });
-  const setLimit = (key: string, v: string) => set({ limits: { ...value.limits, [key]: v.trim() } });
+  const setLimit = (key: string, v: string) =>
+    set({ limits: { ...value.limits, [key]: v.trim() } });
   const nameInvalid = value.kind === 'step' && !!value.step && !isValidStepName(value.step);
   const stepSettings = value.kind === 'step';
   return (
@@ -175,7 +176,10 @@ export function RoleEditor(props: RoleEditorProps): JSX.Element {
                 value={value.retries ?? ''}
                 onChange={e =>
                   set({
-                    retries: e.target.value === '' ? undefined : Math.max(0, parseInt(e.target.value, 10) || 0)
+                    retries:
+                      e.target.value === ''
+                        ? undefined
+                        : Math.max(0, parseInt(e.target.value, 10) || 0)
                   })
                 }
               />

@@ -126,7 +126,9 @@ export function toElkGraph(
       id: edgeId(e),
       sources: [e.source],
       targets: [e.target],
-      labels: text ? [{ id: `${edgeId(e)}#label`, text, width: measure(text) + 8, height: LABEL_HEIGHT }] : []
+      labels: text
+        ? [{ id: `${edgeId(e)}#label`, text, width: measure(text) + 8, height: LABEL_HEIGHT }]
+        : []
     });
   }
   return {

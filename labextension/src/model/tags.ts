@@ -7,7 +7,8 @@
  */
 
 /** What a cell is, as its own tags say. `none`: an untagged cell (it continues the span above). */
-export type RoleKind = 'none' | 'step' | 'imports' | 'functions' | 'parameters' | 'metrics' | 'skip';
+export type RoleKind =
+  'none' | 'step' | 'imports' | 'functions' | 'parameters' | 'metrics' | 'skip';
 
 /** The roles a cell can be given, in the order the role editor lists them. */
 export const ROLE_KINDS: RoleKind[] = [
@@ -239,7 +240,11 @@ export function sameTags(a: readonly string[], b: readonly string[]): boolean {
  *
  * @returns the new tag lists, one per input cell; cells that do not change keep their array.
  */
-export function renameStep(cells: readonly (readonly string[])[], from: string, to: string): string[][] {
+export function renameStep(
+  cells: readonly (readonly string[])[],
+  from: string,
+  to: string
+): string[][] {
   const key = kfpName(from);
   return cells.map(tags => {
     let changed = false;

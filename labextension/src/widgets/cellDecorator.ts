@@ -163,7 +163,10 @@ export class CellDecorator {
         return el;
       })
     );
-    cell.toggleClass('jp-pipeline-cell-error', diagnostics.some(d => d.severity === 'error'));
+    cell.toggleClass(
+      'jp-pipeline-cell-error',
+      diagnostics.some(d => d.severity === 'error')
+    );
   }
 
   private _frame: number | null = null;

@@ -27,8 +27,7 @@ class RoleEditorBody extends ReactWidget implements Dialog.IBodyWidget<CellRole>
   }
 
   render(): JSX.Element {
-    const gpuKey =
-      Object.keys(this._value.limits).find(k => k.includes('gpu')) ?? 'nvidia.com/gpu';
+    const gpuKey = Object.keys(this._value.limits).find(k => k.includes('gpu')) ?? 'nvidia.com/gpu';
     return (
       <RoleEditor
         value={this._value}
@@ -64,7 +63,10 @@ export async function editCellRole(
   const result = await showDialog<CellRole>({
     title: trans.__('Pipeline role of cell %1', index + 1),
     body,
-    buttons: [Dialog.cancelButton({ label: trans.__('Cancel') }), Dialog.okButton({ label: trans.__('Apply') })],
+    buttons: [
+      Dialog.cancelButton({ label: trans.__('Cancel') }),
+      Dialog.okButton({ label: trans.__('Apply') })
+    ],
     focusNodeSelector: 'input'
   });
   if (!result.button.accept || !result.value) {
@@ -73,7 +75,10 @@ export async function editCellRole(
   const role = result.value;
   if (role.kind === 'step' && (!role.step || !isValidStepName(role.step))) {
     Notification.error(
-      trans.__('Step name %1 is not valid: use letters, digits, _ and - only.', JSON.stringify(role.step ?? ''))
+      trans.__(
+        'Step name %1 is not valid: use letters, digits, _ and - only.',
+        JSON.stringify(role.step ?? '')
+      )
     );
     return false;
   }

@@ -110,7 +110,11 @@ export class PipelineSidebar extends Panel {
       this.infoError =
         error instanceof ApiError && error.code === 'server-extension-missing'
           ? error.message
-          : this.trans.__('server extension missing or outdated (%1): %2', String((error as Error).message ?? error), INSTALL_HINT);
+          : this.trans.__(
+              'server extension missing or outdated (%1): %2',
+              String((error as Error).message ?? error),
+              INSTALL_HINT
+            );
     }
     this._body.update();
   }

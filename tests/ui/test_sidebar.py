@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 
-from playwright.sync_api import expect
-
 from labui import (
     Lab,
     copy_example,
@@ -16,6 +14,7 @@ from labui import (
     start_lab,
     write_notebook,
 )
+from playwright.sync_api import expect
 
 
 def test_sidebar_shows_steps_and_labelled_edges(lab: Lab, page) -> None:

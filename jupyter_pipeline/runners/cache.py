@@ -13,6 +13,7 @@ entry.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import json
@@ -100,30 +101,44 @@ def _literal_path(call: Any, full: str | None) -> tuple[str, bool] | None:
     return None
 
 
-def _calls(sources: Iterable[str]) -> Iterable[tuple[Any, str | None]]:
-    """Every call in ``sources`` (function bodies included), with its resolved dotted name."""
+@functools.lru_cache(maxsize=4096)
+def _cell_facts(source: str) -> tuple[tuple[str, Any], ...]:
+    """A cell's imports (``("import", (name, origin))``) and calls (``("call", call)``), in
+    order. Memoized by source: a plan builds every step's notebook, and the replayed
+    definitions (and unchanged cells) recur across steps and across plans of one notebook.
+    """
     from jupyter_pipeline.analysis.cells import analyze_cell
     from jupyter_pipeline.analysis.source import CellSyntaxError, parse_cell
 
-    origins: dict[str, str] = {}  # name bound by an import → what it imports
     ids = itertools.count(1)
+    try:
+        events = analyze_cell(parse_cell(source), lambda: next(ids)).events
+    except CellSyntaxError:
+        return ()
+    facts: list[tuple[str, Any]] = []
+    for ev in events:
+        info = ev.info
+        if ev.op == "bind" and ev.kind == "import" and getattr(info, "origin", None):
+            facts.append(("import", (ev.name, info.origin)))
+        summary = getattr(info, "summary", None)
+        calls = [info] if ev.op == "call" else list(summary.calls) if summary else []
+        facts += [("call", call) for call in calls]
+    return tuple(facts)
+
+
+def _calls(sources: Iterable[str]) -> Iterable[tuple[Any, str | None]]:
+    """Every call in ``sources`` (function bodies included), with its resolved dotted name."""
+    origins: dict[str, str] = {}  # name bound by an import → what it imports
     for source in sources:
-        try:
-            events = analyze_cell(parse_cell(source), lambda: next(ids)).events
-        except CellSyntaxError:
-            continue
-        for ev in events:
-            info = ev.info
-            if ev.op == "bind" and ev.kind == "import" and getattr(info, "origin", None):
-                origins[ev.name] = info.origin
-            summary = getattr(info, "summary", None)
-            calls = [info] if ev.op == "call" else list(summary.calls) if summary else []
-            for call in calls:
-                path = call.path
-                if path and path[0] in origins:
-                    yield call, ".".join((origins[path[0]], *path[1:]))
-                else:
-                    yield call, None
+        for kind, fact in _cell_facts(source):
+            if kind == "import":
+                origins[fact[0]] = fact[1]
+                continue
+            path = fact.path
+            if path and path[0] in origins:
+                yield fact, ".".join((origins[path[0]], *path[1:]))
+            else:
+                yield fact, None
 
 
 # (path, size, mtime_ns, inode) → content digest: a big data file is hashed once per

@@ -49,6 +49,7 @@ __all__ = [
     "launch",
     "notebook_from_json",
     "reap_children",
+    "refuse_errors",
 ]
 
 NOTEBOOK_COPY = "notebook.ipynb"
@@ -104,7 +105,15 @@ def analyze_for_run(nb: NotebookNode, path: str, split: SplitMode = "tags") -> P
     """
     from jupyter_pipeline.analysis import analyze
 
-    pipeline = analyze(nb, path=path, split=split)
+    return refuse_errors(analyze(nb, path=path, split=split), path)
+
+
+def refuse_errors(pipeline: Pipeline, path: str) -> Pipeline:
+    """``pipeline`` if it has no error diagnostics.
+
+    Raises:
+        LaunchError: It has some (``details`` = all the diagnostics as JSON).
+    """
     errors = pipeline.errors
     if errors:
         first = errors[0]

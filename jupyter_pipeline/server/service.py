@@ -7,10 +7,13 @@ No tornado or jupyter_server import: this is testable and reusable as plain Pyth
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +21,15 @@ import nbformat
 from nbformat import NotebookNode
 
 from jupyter_pipeline import __version__
-from jupyter_pipeline.model import Run, RunState
+from jupyter_pipeline.model import Pipeline, Run, RunState
 from jupyter_pipeline.notebook import NotebookError, read_notebook
 from jupyter_pipeline.runners.base import ParameterError
 from jupyter_pipeline.runners.launch import (
     MERGED,
     NOTEBOOK_COPY,
     LaunchError,
-    analyze_for_run,
     notebook_from_json,
+    refuse_errors,
 )
 from jupyter_pipeline.runners.plan import plan_run
 from jupyter_pipeline.server.models import (
@@ -104,6 +107,27 @@ class PipelineService:
         self.default_target = default_target
         self.kfp_host = kfp_host
         self._output_meta: dict[str, OutputInfo] = {}
+        # (content digest, path, split) → Pipeline: the sidebar asks again for the same
+        # content (focus, re-open, run after analyze); an edit is a new key.
+        self._analyses: OrderedDict[tuple[str, str, str], Pipeline] = OrderedDict()
+        self._analyses_lock = threading.Lock()
+
+    def pipeline(self, nb: NotebookNode, path: str, split: str) -> Pipeline:
+        """``nb`` analyzed (memoized by content: the analysis is a pure function of it)."""
+        from jupyter_pipeline.analysis import analyze
+
+        digest = hashlib.sha256(json.dumps(nb, sort_keys=True).encode()).hexdigest()
+        key = (digest, path, split)
+        with self._analyses_lock:
+            if key in self._analyses:
+                self._analyses.move_to_end(key)
+                return self._analyses[key]
+        pipeline = analyze(nb, path=path, split=split)  # type: ignore[arg-type]
+        with self._analyses_lock:
+            self._analyses[key] = pipeline
+            while len(self._analyses) > 64:
+                self._analyses.popitem(last=False)
+        return pipeline
 
     # ------------------------------------------------------------------ paths
 
@@ -170,10 +194,8 @@ class PipelineService:
 
     def analyze(self, req: AnalyzeRequest) -> AnalyzeResponse:
         """``POST analyze``: the pipeline and the plan. Error diagnostics are still a 200."""
-        from jupyter_pipeline.analysis import analyze
-
         nb, path = self.notebook(req)
-        pipeline = analyze(nb, path=req.path or "<notebook>", split=req.split)
+        pipeline = self.pipeline(nb, req.path or "<notebook>", req.split)
         plan = []
         if not pipeline.errors:
             plan = plan_run(pipeline, nb, path, self.store, parameters=req.parameters)
@@ -190,7 +212,8 @@ class PipelineService:
                 f"compiling needs kfp ({exc}); pip install 'jupyter-pipeline[kfp]'",
             ) from None
         nb, path = self.notebook(req)
-        pipeline = analyze_for_run(nb, req.path or str(path), req.split)
+        shown = req.path or str(path)
+        pipeline = refuse_errors(self.pipeline(nb, shown, req.split), shown)
         try:
             config = load_config(nb.metadata)
             with tempfile.TemporaryDirectory() as tmp:
@@ -222,7 +245,7 @@ class PipelineService:
                 "unknown-target",
                 f"target {target!r} is not configured here; targets: {', '.join(self.launchers)}",
             )
-        pipeline = analyze_for_run(nb, shown, req.split)
+        pipeline = refuse_errors(self.pipeline(nb, shown, req.split), shown)
         run = launcher.start(
             pipeline, nb, path, parameters, cache=req.cache, max_parallel=req.max_parallel
         )

@@ -282,7 +282,8 @@ class EventsHandler(BaseHandler):
         finally:
             hub.unsubscribe(queue)
         if not self._finished:
-            self.finish()
+            with contextlib.suppress(StreamClosedError):
+                await self.finish()
 
     _queue: Any = None
 

@@ -99,6 +99,17 @@ def test_globals_lookup_and_assignment_by_name():
     assert io(p)["d"] == (["y"], [], ["c"])
 
 
+def test_exec_in_the_notebook_globals_binds_what_the_literal_assigns():
+    p = run(
+        ("def run_code(code):\n    exec(code, globals())", ["step:a"]),
+        ("x = 1", ["step:b"]),
+        ("run_code('z = x + 1')", ["step:c"]),
+        ("print(z)", ["step:d"]),
+    )
+    assert io(p)["c"] == (["x"], ["z"], ["b"])
+    assert io(p)["d"] == (["z"], [], ["c"])
+
+
 def test_method_evaluating_its_parameter_through_an_instance():
     p = run(
         ("class Env:\n    def get(self, name):\n        return eval(name)", ["step:a"]),

@@ -24,6 +24,7 @@ __all__ = [
     "BIND",
     "BUILT",
     "CODE",
+    "EXEC",
     "CodeUse",
     "class_code_use",
     "function_code_use",
@@ -33,6 +34,7 @@ __all__ = [
 CODE = "code"  # the argument is evaluated as code: the names it reads are read
 BIND = "bind"  # the argument names a global the function assigns (``globals()[name] = …``)
 BUILT = "built"  # code is built from the argument: which names it reads cannot be known
+EXEC = "exec"  # the code runs in the notebook's globals (``exec(code, globals())``): it binds
 
 # Parameter → True when the value is that parameter unchanged (or an element of it).
 _Flow = dict[str, bool]
@@ -217,7 +219,14 @@ class _Tracker:
                     code = node.args[0]
                     if isinstance(code, ast.Constant) and isinstance(code.value, str):
                         continue  # a literal: its names are plain reads of the body
-                    reach(self.flow(code), (CODE,), fn)
+                    extra = node.args[1] if len(node.args) > 1 else None
+                    in_globals = (
+                        fn == "exec"
+                        and isinstance(extra, ast.Call)
+                        and isinstance(extra.func, ast.Name)
+                        and extra.func.id == "globals"
+                    )
+                    reach(self.flow(code), (CODE, EXEC) if in_globals else (CODE,), fn)
                 elif fn == "globals" and not node.args:
                     parent = parents.get(node)
                     grand = parents.get(parent) if parent is not None else None

@@ -29,7 +29,7 @@ from jupyter_pipeline.analysis.cells import (
     FuncSummary,
     analyze_cell,
 )
-from jupyter_pipeline.analysis.dyncode import BIND, BUILT, CODE, passed_values
+from jupyter_pipeline.analysis.dyncode import BIND, BUILT, CODE, EXEC, passed_values
 from jupyter_pipeline.analysis.knowledge import (
     FILE_READERS,
     FILE_WRITERS,
@@ -1045,7 +1045,7 @@ class _Analyzer:
             if CODE not in roles or BUILT in roles:
                 continue
             for value in passed_values(ctor, s, param):
-                for name in _names_read(value) if value is not None else ():
+                for name in _names_in(value) if value is not None else ():
                     out.append((name, f"as code by {cls.name}() (defined in cell {cls.cell})"))
         return out
 
@@ -1081,7 +1081,7 @@ class _Analyzer:
                     continue
                 if CODE in roles:
                     why = f"as code by {what} (defined in cell {b.cell})"
-                    for name in _names_read(value):
+                    for name in _names_in(value):
                         self.diag(
                             "name-in-string",
                             Severity.warning,
@@ -1096,6 +1096,9 @@ class _Analyzer:
                         self.read_via(st, name, why, cell, line, cond)
                 if BIND in roles and value.isidentifier():
                     self.bind_name(st, value, "data", None, cell, line, cond)
+                if EXEC in roles:  # `exec(code, globals())`: what the code assigns is global
+                    for name in _names_in(value, ast.Store):
+                        self.bind_name(st, name, "data", None, cell, line, cond)
         if s.dynamic and skip == 0:
             self.diag(
                 "dynamic-code",
@@ -1601,14 +1604,15 @@ class _Analyzer:
                 seen[p] = (st.name, cell, line)
 
 
-def _names_read(code: str) -> list[str]:
-    """The names a piece of code (a string evaluated as code) reads, in order, once each."""
+def _names_in(code: str, ctx: type[ast.expr_context] = ast.Load) -> list[str]:
+    """The names a piece of code (a string evaluated as code) reads (or, with ``ctx``
+    ``ast.Store``, assigns), in order, once each."""
     tree = parse_code_string(code)
     if tree is None:
         return []
     out: list[str] = []
     for n in ast.walk(tree):
-        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id not in out:
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ctx) and n.id not in out:
             out.append(n.id)
     return out
 

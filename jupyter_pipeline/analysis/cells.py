@@ -358,7 +358,8 @@ class _BodyEffects(ast.NodeVisitor):
         if path in (("eval",), ("exec",)) and node.args:
             # A literal evaluated inside the body reads its names like the body itself
             # (locals included: eval sees the function's own scope first).
-            tree = parse_code_string(_str_const(node.args[0]) or "")
+            code = _str_const(node.args[0])
+            tree = parse_code_string(code) if code is not None else None
             for n in ast.walk(tree) if tree is not None else ():
                 if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and self._free(n.id):
                     self.summary.reads.add(n.id)

@@ -259,9 +259,20 @@ class _Tracker:
                         use.dynamic = use.dynamic or "globals"
 
 
+def _evaluates(nodes: list[ast.stmt]) -> bool:
+    """Whether the code mentions eval, exec or globals at all (most functions do not)."""
+    return any(
+        isinstance(n, ast.Name) and n.id in ("eval", "exec", "globals")
+        for stmt in nodes
+        for n in ast.walk(stmt)
+    )
+
+
 def function_code_use(args: ast.arguments | None, body: list[ast.stmt]) -> CodeUse:
     """Which parameters of a function (or lambda) its body evaluates as code."""
     use = CodeUse()
+    if not _evaluates(body):
+        return use
     roots = {p: {p: True} for p in _params(args)} if args is not None else {}
     tracker = _Tracker(roots, {}, None)
     tracker.settle(body)
@@ -277,6 +288,8 @@ def class_code_use(node: ast.ClassDef) -> CodeUse:
     too, so evaluating them is not mistaken for unknowable code; they count at calls of that
     method (see the per-method summaries), not at construction.
     """
+    if not _evaluates(node.body):
+        return CodeUse()
     methods = [
         s
         for s in node.body

@@ -138,6 +138,19 @@ def test_function_running_unseen_code_warns_at_each_call():
     assert "dump() (defined in cell 0) uses globals()" in p.diagnostics[0].message
 
 
+def test_eval_in_a_namespace_of_its_own_reads_nothing_of_the_notebook():
+    p = run(
+        (
+            "def calc(expr, env):\n    return eval(expr, env)\n"
+            "def total():\n    return eval('a + b', {'a': 1, 'b': 2})",
+            ["step:a"],
+        ),
+        ("calc('a * b', {'a': 2, 'b': 3})\ntotal()", ["step:b"]),
+    )
+    assert io(p)["b"] == ([], [], [])
+    assert diags(p) == []
+
+
 def test_function_that_only_uses_its_argument_as_data_is_unaffected():
     p = run(
         ("def shout(s):\n    return s.upper() + '!'", ["step:a"]),

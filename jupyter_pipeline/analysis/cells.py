@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
-from jupyter_pipeline.analysis.dyncode import class_code_use, function_code_use
+from jupyter_pipeline.analysis.dyncode import class_code_use, function_code_use, own_namespace
 from jupyter_pipeline.analysis.knowledge import (
     CODE_LINE_MAGICS,
     PURE_METHODS,
@@ -355,7 +355,7 @@ class _BodyEffects(ast.NodeVisitor):
         root = path[0] if path else None
         if root is not None and self._free(root):
             self.summary.calls.append(_call_info(node, path))
-        if path in (("eval",), ("exec",)) and node.args:
+        if path in (("eval",), ("exec",)) and node.args and not own_namespace(node):
             # A literal evaluated inside the body reads its names like the body itself
             # (locals included: eval sees the function's own scope first).
             code = _str_const(node.args[0])

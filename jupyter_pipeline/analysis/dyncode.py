@@ -28,6 +28,7 @@ __all__ = [
     "CodeUse",
     "class_code_use",
     "function_code_use",
+    "own_namespace",
     "passed_values",
 ]
 
@@ -62,6 +63,25 @@ class CodeUse:
 
     params: dict[str, set[str]] = field(default_factory=dict)
     dynamic: str | None = None
+
+
+def _is_globals(node: ast.AST | None) -> bool:
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "globals"
+        and not node.args
+    )
+
+
+def own_namespace(call: ast.Call) -> bool:
+    """An ``eval``/``exec`` given a namespace of its own (``eval(code, env)``): its code reads
+    that namespace, not the notebook's globals."""
+    given = call.args[1] if len(call.args) > 1 else None
+    for k in call.keywords:
+        if k.arg == "globals":
+            given = k.value
+    return given is not None and not _is_globals(given)
 
 
 def _merge(a: _Flow, b: _Flow) -> _Flow:
@@ -219,13 +239,11 @@ class _Tracker:
                     code = node.args[0]
                     if isinstance(code, ast.Constant) and isinstance(code.value, str):
                         continue  # a literal: its names are plain reads of the body
-                    extra = node.args[1] if len(node.args) > 1 else None
-                    in_globals = (
-                        fn == "exec"
-                        and isinstance(extra, ast.Call)
-                        and isinstance(extra.func, ast.Name)
-                        and extra.func.id == "globals"
-                    )
+                    if own_namespace(node):
+                        continue  # `eval(expr, env)`: reads env, not the notebook
+                    # exec(code, globals()): what the code assigns is a notebook global
+                    given = len(node.args) > 1 or any(k.arg == "globals" for k in node.keywords)
+                    in_globals = fn == "exec" and given
                     reach(self.flow(code), (CODE, EXEC) if in_globals else (CODE,), fn)
                 elif fn == "globals" and not node.args:
                     parent = parents.get(node)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
+from jupyter_pipeline.analysis.dyncode import class_code_use, function_code_use, own_namespace
 from jupyter_pipeline.analysis.knowledge import (
     CODE_LINE_MAGICS,
     PURE_METHODS,
@@ -61,7 +62,15 @@ class CallInfo:
 
 @dataclass(slots=True)
 class FuncSummary:
-    """What calling a function (or instantiating a class) does to global names."""
+    """What calling a function (or instantiating a class) does to global names.
+
+    ``param_names`` are the positional parameters (a class: its ``__init__``'s, without
+    ``self``), ``vararg``/``kwonly``/``kwarg`` the rest of the signature. ``code_params`` maps
+    the parameters the body evaluates as code to their roles (see
+    :mod:`jupyter_pipeline.analysis.dyncode`); ``dynamic`` names the ``eval``/``exec``/
+    ``globals`` it runs on code from elsewhere. ``methods`` holds a class's methods' own
+    summaries, for calls through an instance.
+    """
 
     reads: set[str] = field(default_factory=set)
     writes: set[str] = field(default_factory=set)
@@ -69,6 +78,12 @@ class FuncSummary:
     mutated_params: set[int | str] = field(default_factory=set)
     calls: list[CallInfo] = field(default_factory=list)
     param_names: list[str] = field(default_factory=list)
+    vararg: str | None = None
+    kwonly: list[str] = field(default_factory=list)
+    kwarg: str | None = None
+    code_params: dict[str, set[str]] = field(default_factory=dict)
+    dynamic: str | None = None
+    methods: dict[str, FuncSummary] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -340,6 +355,14 @@ class _BodyEffects(ast.NodeVisitor):
         root = path[0] if path else None
         if root is not None and self._free(root):
             self.summary.calls.append(_call_info(node, path))
+        if path in (("eval",), ("exec",)) and node.args and not own_namespace(node):
+            # A literal evaluated inside the body reads its names like the body itself
+            # (locals included: eval sees the function's own scope first).
+            code = _str_const(node.args[0])
+            tree = parse_code_string(code) if code is not None else None
+            for n in ast.walk(tree) if tree is not None else ():
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and self._free(n.id):
+                    self.summary.reads.add(n.id)
 
     def _nested(self, node: ast.AST, args: ast.arguments | None, body: list[ast.stmt]) -> None:
         inner = _summarize_scope(args, body)
@@ -407,7 +430,17 @@ def _summarize_scope(args: ast.arguments | None, body: list[ast.stmt]) -> FuncSu
     s.param_names = _positional_params(args) if args else []
     positions = {n: i for i, n in enumerate(s.param_names)}
     s.mutated_params = {positions.get(str(p), p) for p in s.mutated_params}
+    if args is not None:
+        _signature(s, args)
+        use = function_code_use(args, body)
+        s.code_params, s.dynamic = use.params, use.dynamic
     return s
+
+
+def _signature(s: FuncSummary, args: ast.arguments) -> None:
+    s.vararg = args.vararg.arg if args.vararg else None
+    s.kwonly = [a.arg for a in args.kwonlyargs]
+    s.kwarg = args.kwarg.arg if args.kwarg else None
 
 
 def _comprehension_summary(node: Any) -> FuncSummary:
@@ -470,6 +503,13 @@ def _class_summary(node: ast.ClassDef) -> FuncSummary:
                     p - 1 if isinstance(p, int) else p for p in s.mutated_params if p != 0
                 }
                 out.param_names = s.param_names[1:]
+                _signature(out, stmt.args)
+            elif not any(
+                isinstance(d, ast.Name) and d.id == "staticmethod" for d in stmt.decorator_list
+            ):
+                out.methods[stmt.name] = s
+    use = class_code_use(node)
+    out.code_params, out.dynamic = use.params, use.dynamic
     return out
 
 
@@ -581,7 +621,9 @@ class _CellVisitor:
             target = targets[0]
             if isinstance(target, ast.Name) and isinstance(value.func, ast.Name):
                 # `k = Reader()`: if Reader is a notebook class, k's methods read its globals
-                self.emit("instance", target.id, s, cond, info=value.func.id)
+                # (and may evaluate what the constructor was given: kept with the call)
+                ctor = _call_info(value, (value.func.id,))
+                self.emit("instance", target.id, s, cond, info=(value.func.id, ctor))
             if isinstance(target, ast.Tuple | ast.List):
                 parts = [e.id for e in target.elts if isinstance(e, ast.Name)]
                 for name in parts[1:]:

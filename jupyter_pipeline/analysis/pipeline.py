@@ -20,7 +20,16 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import count
 
-from jupyter_pipeline.analysis.cells import CallInfo, CellFacts, Cond, DefInfo, Event, analyze_cell
+from jupyter_pipeline.analysis.cells import (
+    CallInfo,
+    CellFacts,
+    Cond,
+    DefInfo,
+    Event,
+    FuncSummary,
+    analyze_cell,
+)
+from jupyter_pipeline.analysis.dyncode import BIND, BUILT, CODE, EXEC, passed_values
 from jupyter_pipeline.analysis.knowledge import (
     FILE_READERS,
     FILE_WRITERS,
@@ -38,7 +47,12 @@ from jupyter_pipeline.analysis.knowledge import (
     STATE_SETTERS,
     UNTRACKED_SEEDS,
 )
-from jupyter_pipeline.analysis.source import CellSyntaxError, ParsedCell, parse_cell
+from jupyter_pipeline.analysis.source import (
+    CellSyntaxError,
+    ParsedCell,
+    parse_cell,
+    parse_code_string,
+)
 from jupyter_pipeline.model import (
     Definition,
     DefinitionKind,
@@ -80,6 +94,8 @@ class Binding:
     instance_of: Binding | None = None  # the notebook class a data value was made from
     immutable: bool = False  # bound to an immutable literal: no alias can change it
     shares_with: str | None = None  # produced here only because this name now shares it
+    # Names an instance's methods evaluate as code (`d = display('x')`): read wherever d is.
+    code_reads: list[tuple[str, str]] = field(default_factory=list)  # (name, why)
 
 
 @dataclass
@@ -104,6 +120,7 @@ class _StepState:
     files_written: dict[str, tuple[int, int]] = field(default_factory=dict)
     file_sources: dict[str, tuple[str, int, int, int, int]] = field(default_factory=dict)
     metrics: list[str] = field(default_factory=list)
+    input_via: dict[str, str] = field(default_factory=dict)  # how an input is read, if not plainly
 
     @property
     def name(self) -> str:
@@ -397,9 +414,11 @@ class _Analyzer:
                     made.immutable = True
             elif op == "instance":
                 made = st.local.get(ev.name)
-                cls = self.current(st, ev.info)
+                cls_name, ctor = ev.info
+                cls = self.current(st, cls_name)
                 if made is not None and cls is not None and cls.kind == "class":
                     made.instance_of = cls
+                    made.code_reads = self.code_names(cls, ctor)
             elif op == "alias":
                 self.alias(st, ev.name, ev.info, i, ev.line, ev.cond)
             elif op == "del":
@@ -502,6 +521,8 @@ class _Analyzer:
             if cls.step is not None:
                 self.add_definition(st, cls, cell, line, _active)
             self.apply_definition(st, cls, cell, line, _active)
+            for code_name, why in outside.code_reads:  # evaluated when its methods run here
+                self.read_via(st, code_name, why, cell, line, cond)
         st.passthrough.pop(name, None)
 
     def undefined(
@@ -956,6 +977,7 @@ class _Analyzer:
                 )
             self.maybe_state_call(st, call, full, cell, line, cond or in_function)
         self.file_call(st, call, full, cell, line)
+        self.code_arguments(st, call, cell, line, cond)
         if in_function:
             return
         # What the call may do to its arguments.
@@ -990,6 +1012,114 @@ class _Analyzer:
         for v in victims:
             if v is not None:
                 self.mutate(st, v, cell, line, Event("mutate", v, line, cond))
+
+    # ------------------------------------------------------------------ code in arguments
+    def callee_code(
+        self, st: _StepState, path: tuple[str, ...]
+    ) -> tuple[Binding, FuncSummary, int, str] | None:
+        """A notebook function, class or instance method that evaluates code it is given.
+
+        Returns (its definition's binding, its summary, leading parameters the call does not
+        pass, how to name it), or None when the callee is anything else.
+        """
+        b = self.current(st, path[0]) if path else None
+        if b is None:
+            return None
+        if len(path) == 1 and b.info is not None and b.info.summary is not None:
+            s = b.info.summary
+            return (b, s, 0, f"{path[0]}()") if s.code_params or s.dynamic else None
+        cls = b.instance_of
+        if len(path) == 2 and cls is not None and cls.info and cls.info.summary:
+            method = cls.info.summary.methods.get(path[1])
+            if method is not None and method.code_params:
+                return cls, method, 1, f"{cls.name}.{path[1]}()"
+        return None
+
+    def code_names(self, cls: Binding, ctor: CallInfo) -> list[tuple[str, str]]:
+        """Names read by the code an instance's methods evaluate: the literals it was given."""
+        s = cls.info.summary if cls.info is not None else None
+        if s is None:
+            return []
+        out = []
+        for param, roles in sorted(s.code_params.items()):
+            if CODE not in roles or BUILT in roles:
+                continue
+            for value in passed_values(ctor, s, param):
+                for name in _names_in(value) if value is not None else ():
+                    out.append((name, f"as code by {cls.name}() (defined in cell {cls.cell})"))
+        return out
+
+    def code_arguments(
+        self, st: _StepState, call: CallInfo, cell: int, line: int, cond: Cond
+    ) -> None:
+        """A call of a notebook function that evaluates an argument as code.
+
+        A string literal passed there is code written at this call site: its names are
+        read here (inputs, with the function named in the reason), and a name it assigns
+        through ``globals()[name] = …`` is bound here. Anything else passed there hides what
+        is read; so does code the function evaluates from elsewhere.
+        """
+        found = self.callee_code(st, call.path)
+        if found is None:
+            return
+        b, s, skip, what = found
+        for param, roles in sorted(s.code_params.items()):
+            for value in passed_values(call, s, param, skip):
+                if value is None or BUILT in roles:
+                    built = ", built from it," if BUILT in roles else ""
+                    self.diag(
+                        "dynamic-code",
+                        Severity.warning,
+                        cell,
+                        line,
+                        f"{what} (defined in cell {b.cell}) evaluates its argument {param!r} as "
+                        f"code{built} and what is passed here is not a string literal, so "
+                        "which variables it reads is unknown; pass the name as a literal "
+                        "or keep this code in one step with its producers",
+                        st.name,
+                    )
+                    continue
+                if CODE in roles:
+                    why = f"as code by {what} (defined in cell {b.cell})"
+                    for name in _names_in(value):
+                        self.diag(
+                            "name-in-string",
+                            Severity.warning,
+                            cell,
+                            line,
+                            f"{name!r} is read by {what} (defined in cell {b.cell}), which "
+                            "evaluates the string passed here as code; it is an input of this "
+                            "step — keep the string literal so it stays visible",
+                            st.name,
+                            [name],
+                        )
+                        self.read_via(st, name, why, cell, line, cond)
+                if BIND in roles and value.isidentifier():
+                    self.bind_name(st, value, "data", None, cell, line, cond)
+                if EXEC in roles:  # `exec(code, globals())`: what the code assigns is global
+                    for name in _names_in(value, ast.Store):
+                        self.bind_name(st, name, "data", None, cell, line, cond)
+        if s.dynamic and skip == 0:
+            self.diag(
+                "dynamic-code",
+                Severity.warning,
+                cell,
+                line,
+                f"{what} (defined in cell {b.cell}) uses {s.dynamic}() on code this tool "
+                "cannot see, "
+                "so which variables it reads or writes is unknown; list them explicitly or "
+                "keep its calls in one step with their producers",
+                st.name,
+            )
+
+    def read_via(
+        self, st: _StepState, name: str, why: str, cell: int, line: int, cond: Cond
+    ) -> None:
+        """Read ``name``; if that makes it an input, remember how it was read (for the edge)."""
+        was_input = name in st.inputs
+        self.read(st, name, cell, line, cond)
+        if not was_input and name in st.inputs:
+            st.input_via[name] = why
 
     def rng_event(self, st: _StepState, what: str, pv: str, cell: int, line: int) -> None:
         if what == "seed":
@@ -1313,8 +1443,9 @@ class _Analyzer:
                             f"{b.line}), so both travel from there"
                         )
                     else:
+                        via = f", {st.input_via[n]}" if n in st.input_via else ""
                         reasons.append(
-                            f"{n}: read in {st.name} (cell {cell}, line {line}), last "
+                            f"{n}: read in {st.name} (cell {cell}, line {line}){via}, last "
                             f"changed in {src} (cell {b.cell}, line {b.line})"
                         )
                 edges.append(
@@ -1471,6 +1602,19 @@ class _Analyzer:
                         [p],
                     )
                 seen[p] = (st.name, cell, line)
+
+
+def _names_in(code: str, ctx: type[ast.expr_context] = ast.Load) -> list[str]:
+    """The names a piece of code (a string evaluated as code) reads (or, with ``ctx``
+    ``ast.Store``, assigns), in order, once each."""
+    tree = parse_code_string(code)
+    if tree is None:
+        return []
+    out: list[str] = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ctx) and n.id not in out:
+            out.append(n.id)
+    return out
 
 
 def _kfp(name: str) -> str:

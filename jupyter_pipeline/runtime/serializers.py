@@ -14,8 +14,10 @@ pickled together in one ``group`` file so the sharing survives loading.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -258,27 +260,86 @@ def _main_reduce(obj: Any) -> Any:
         and "<" not in obj.__qualname__
         and _main_lookup(obj.__qualname__) is obj
     ):
-        import cloudpickle
-
         try:
-            payload: bytes | None = cloudpickle.dumps(obj, protocol=5)
+            buf = io.BytesIO()
+            # By value (that is the payload), its library bases by reference as anywhere.
+            _cloudpickle_pickler(buf, check=False, main_by_name=False).dump(obj)
+            payload: bytes | None = buf.getvalue()
         except Exception:
             payload = None
         return _resolve_main, (obj.__qualname__, payload, _code_fingerprint(obj))
     return NotImplemented
 
 
-def _cloudpickle_dump(value: Any, f: Any) -> None:
+class ClassNotImportable(Exception):
+    """A value's class would travel by value and load as a different, look-alike class."""
+
+
+def _import_home(obj: Any) -> None:
+    """Import the module a library class or function names as its home, if not loaded yet.
+
+    cloudpickle copies a class *by value* when its ``__module__`` is not in ``sys.modules``.
+    Some libraries name a submodule that is imported only on demand: with numpy 2,
+    ``np.recarray.__module__`` is ``numpy.rec``. Copied by value, the class loads in the next
+    step as a look-alike, and its own methods then fail (``super(type, obj): obj must be an
+    instance or subtype of type``). Importing the module makes it travel by reference.
+    """
+    module = getattr(obj, "__module__", None)
+    if isinstance(module, str) and module != "__main__" and module not in sys.modules:
+        # (not importable after all: the by-value check reports it)
+        with contextlib.suppress(Exception):
+            importlib.import_module(module)
+
+
+def _by_value_allowed(cls: type) -> bool:
+    """Only a class the notebook defined (or a module the user registered) may travel by value.
+
+    A notebook class is re-created in the consumer by the definitions replay (or loaded by
+    value where it is not); any other class copied by value is a different class there.
+    """
+    import cloudpickle
+
+    module = getattr(cls, "__module__", None) or ""
+    if module == "__main__":
+        return True
+    registered = cloudpickle.list_registry_pickle_by_value()
+    return any(module == m or module.startswith(m + ".") for m in registered)
+
+
+def _cloudpickle_pickler(f: Any, check: bool = True, main_by_name: bool = True) -> Any:
+    """A cloudpickle pickler: notebook objects by name (``main_by_name``, see
+    ``_main_reduce``), library classes by reference, and (``check``) a clear error for a
+    class that cannot travel by reference."""
     import cloudpickle
 
     class _Pickler(cloudpickle.Pickler):
         def reducer_override(self, obj: Any) -> Any:
-            rv = _main_reduce(obj)
-            if rv is NotImplemented:
-                return super().reducer_override(obj)
+            if main_by_name:
+                rv = _main_reduce(obj)
+                if rv is not NotImplemented:
+                    return rv
+            if isinstance(obj, (type, types.FunctionType)):
+                _import_home(obj)
+            rv = super().reducer_override(obj)
+            if (
+                check
+                and isinstance(obj, type)
+                and isinstance(rv, tuple)
+                and getattr(rv[0], "__name__", "").startswith("_make_skeleton")
+                and not _by_value_allowed(obj)
+            ):
+                raise ClassNotImportable(
+                    f"its class {obj.__module__}.{obj.__qualname__} cannot be imported by that "
+                    "name, so it would be copied and load as a different class in the next "
+                    "step (isinstance checks and the class's own methods would break)"
+                )
             return rv
 
-    _Pickler(f, protocol=5).dump(value)
+    return _Pickler(f, protocol=5)
+
+
+def _cloudpickle_dump(value: Any, f: Any) -> None:
+    _cloudpickle_pickler(f).dump(value)
 
 
 # ------------------------------------------------------------------------------------------
@@ -705,6 +766,12 @@ def _write_meta(directory: str, meta: dict[str, Any]) -> None:
 
 
 def _unserializable(name: str, value: Any, exc: BaseException) -> UnserializableValue:
+    if isinstance(exc, ClassNotImportable):
+        return UnserializableValue(
+            f"cannot pass variable {name!r} ({_type_name(value)}) to later steps: {exc}. "
+            "Make the class importable (define it at the top level of a module), convert the "
+            "value to a plain type, or tag these cells into one step."
+        )
     return UnserializableValue(
         f"cannot pass variable {name!r} ({_type_name(value)}) to later steps: "
         f"{type(exc).__name__}: {exc}. Recompute it in the consuming step, "

@@ -93,6 +93,8 @@ class _StepState:
     input_at: dict[str, tuple[int, int]] = field(default_factory=dict)
     writes: dict[str, Binding] = field(default_factory=dict)
     passthrough: dict[str, Binding] = field(default_factory=dict)
+    # Where a name changed only through another name of its object (see _mutate_one).
+    passthrough_at: dict[str, tuple[int, int]] = field(default_factory=dict)
     outputs: set[str] = field(default_factory=set)
     params: set[str] = field(default_factory=set)
     definitions: dict[int, Definition] = field(default_factory=dict)
@@ -740,7 +742,12 @@ class _Analyzer:
             self.aliases[member] = group
         for member in sorted(group - {target}):
             self._mutate_one(
-                st, member, cell, line, Event("mutate", member, line, cond, "alias", target)
+                st,
+                member,
+                cell,
+                line,
+                Event("mutate", member, line, cond, "alias", target),
+                through_alias=True,
             )
 
     def mutate(
@@ -754,11 +761,22 @@ class _Analyzer:
         """``name``'s object may change here; so do the objects of its aliases."""
         self._mutate_one(st, name, cell, line, ev)
         for member in sorted(self.aliases.get(name, set()) - {name}):
-            self._mutate_one(st, member, cell, line, ev)
+            self._mutate_one(st, member, cell, line, ev, through_alias=True)
 
     def _mutate_one(
-        self, st: _StepState, name: str, cell: int, line: int, ev: Event | None
+        self,
+        st: _StepState,
+        name: str,
+        cell: int,
+        line: int,
+        ev: Event | None,
+        through_alias: bool = False,
     ) -> None:
+        """``name``'s object may change here.
+
+        ``through_alias``: the change is made through another name of the same object (an
+        alias group member), not through ``name`` itself.
+        """
         if name in st.sure:
             mine = st.local.get(name)
             if (
@@ -809,6 +827,16 @@ class _Analyzer:
                     st.name,
                     [name],
                 )
+            elif outside.kind == "data" and name not in st.inputs and through_alias:
+                # Changed only through another name: this step holds the changed value from
+                # here on, but it needs the old one only when a later step reads the name
+                # (`need` makes it an input then, as for a name the step maybe rebinds). A
+                # loop variable an earlier step left in the group (`for dataset in data:`)
+                # and this step rebinds is then no input, and no needless KFP artifact.
+                st.passthrough.setdefault(name, outside)
+                st.passthrough_at.setdefault(name, (cell, line))
+                self.changed_here(st, name, cell, line, ev, base.instance_of)
+                return
             elif outside.kind == "data" and name not in st.inputs:
                 # (an alias group pulling in a maybe-bound loop variable is no user error)
                 if not outside.sure and not (ev is not None and ev.kind == "alias"):
@@ -1242,7 +1270,7 @@ class _Analyzer:
                 st.params.add(name)
             elif through.kind == "data":
                 st.inputs[name] = through
-                st.input_at[name] = (st.span.cells[0], 1)
+                st.input_at[name] = st.passthrough_at.get(name, (st.span.cells[0], 1))
                 self.need(through.step, name, seen)
 
     def role_parameters(self) -> set[str]:

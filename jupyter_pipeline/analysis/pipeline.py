@@ -30,6 +30,7 @@ from jupyter_pipeline.analysis.knowledge import (
     MUTATING_BUILTINS,
     NUMPY_RANDOM_NOT_GLOBAL,
     OPAQUE_MAGICS,
+    PATH_TYPES,
     PURE_BUILTINS,
     PURE_LIBRARIES,
     RANDOM_FUNCS,
@@ -1109,9 +1110,9 @@ class _Analyzer:
     def file_call(
         self, st: _StepState, call: CallInfo, full: str | None, cell: int, line: int
     ) -> None:
-        if not call.path:
+        last = call.path[-1] if call.path else call.method
+        if not last:
             return
-        last = call.path[-1]
         if full == "open" or (len(call.path) == 1 and last == "open" and full is None):
             path = call.strings[0] if call.strings else call.kwstrings.get("file")
             mode = (call.strings[1] if len(call.strings) > 1 else None) or call.kwstrings.get(
@@ -1125,7 +1126,11 @@ class _Analyzer:
             if k is None:
                 continue
             if k == -1:
-                continue  # pathlib methods: the path is the receiver, not a literal argument
+                # pathlib methods: the path is the receiver, seen when it is `Path('lit')`
+                receiver = call.receiver
+                if receiver is not None and self.full_name(st, receiver[0]) in PATH_TYPES:
+                    self.file_event(st, cell, line, receiver[1], write=write)
+                return
             path = call.strings[k] if k < len(call.strings) else None
             if path is None:
                 for key in (

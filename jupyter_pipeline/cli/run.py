@@ -542,14 +542,14 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """``jupyter-pipeline verify``: straight papermill run vs pipeline, cell by cell."""
-    import shutil
     import tempfile
 
     import nbformat
     import papermill
 
     from jupyter_pipeline.runners.local import LocalRunner
-    from jupyter_pipeline.runners.verify import compare_notebooks
+    from jupyter_pipeline.runners.verify import compare_notebooks, inject_parameters
+    from jupyter_pipeline.runtime.quiet import QuietKernelManager
 
     pipeline = analyze_or_stop(args, "verifying", include_info=False)
     overrides = _resolve_params(pipeline, args)
@@ -559,8 +559,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
         out_dir = Path(args.keep) if args.keep else Path(tmp)
         out_dir.mkdir(parents=True, exist_ok=True)
         copy = Path(tmp) / f"source-{nb_path.name}"
-        shutil.copy2(nb_path, copy)
         source = nbformat.read(str(nb_path), as_version=4)
+        language = source_language(source)
+        # The overrides go in where the pipeline applies them, also after Kale's
+        # pipeline-parameters cells, which papermill would not inject after.
+        nbformat.write(
+            inject_parameters(
+                source,
+                pipeline.parameters,
+                overrides,
+                kernel_name=pipeline.kernel_name,
+                language=language,
+            ),
+            str(copy),
+        )
         straight = out_dir / "straight.ipynb"
         merged = out_dir / "pipeline.ipynb"
         print(f"running {args.notebook} straight through with papermill…", flush=True)
@@ -569,12 +581,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
             papermill.execute_notebook(
                 str(copy),
                 str(straight),
-                parameters=overrides,
                 cwd=str(nb_path.parent),
                 kernel_name=pipeline.kernel_name,
                 # papermill insists on a language; a notebook saved without one is Python
-                language=source_language(source),
+                language=language,
                 progress_bar=False,
+                # no kernel start-up warnings, no interrupt before shutdown
+                kernel_manager_class=QuietKernelManager,
             )
         except papermill.PapermillExecutionError as exc:
             straight_failed = True

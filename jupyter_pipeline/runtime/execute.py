@@ -118,11 +118,14 @@ def _register_engine() -> None:
     from papermill.log import logger
     from papermill.utils import remove_args
 
+    from jupyter_pipeline.runtime.quiet import no_interrupt_at_shutdown
+
     class Client(PapermillNotebookClient):
         jp: _Context
 
         def create_kernel_manager(self) -> Any:
             km = super().create_kernel_manager()
+            no_interrupt_at_shutdown(km)  # no "KeyboardInterrupt caught in kernel" in logs
             if self.jp.fork_server is not None:
                 km.fork_server = self.jp.fork_server
             if self.jp.ipc_dir is not None:

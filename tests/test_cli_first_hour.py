@@ -1,0 +1,99 @@
+"""Noise a new user sees: kernel chatter, interrupts at shutdown, broken pipes (``| head``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import code_cell as _cell
+from helpers import write_nb
+
+from jupyter_pipeline.cli import main
+
+EXE = Path(sys.executable).with_name("jupyter-pipeline")
+
+# Records a SIGINT the kernel gets while idle: ipykernel restores its own SIGINT handling after
+# every request, through post_handler_hook, so the cell makes that hook install a recorder.
+_RECORD_SIGINT = """\
+import signal
+def _record(*_):
+    with open({marker!r}, "a") as f:
+        f.write("SIGINT\\n")
+get_ipython().kernel.post_handler_hook = lambda: signal.signal(signal.SIGINT, _record)
+"""
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("fails", [True, False])
+def test_step_kernel_is_not_interrupted_at_shutdown(tmp_path, capsys, fails):
+    # jupyter_client interrupts a kernel before asking it to shut down; ipykernel then logs
+    # "KeyboardInterrupt caught in kernel." into the step's log (after a failure, typically).
+    marker = tmp_path / "sigint.txt"
+    last = "raise ValueError('boom')" if fails else "print('fine')"
+    nb = write_nb(
+        tmp_path / "nb.ipynb",
+        [_cell(_RECORD_SIGINT.format(marker=str(marker)) + "x = 1", "step:a"), _cell(last)],
+    )
+    store = tmp_path / "runs.sqlite"
+    code = main(["run", str(nb), "--store", str(store), "--no-prewarm"])
+    assert code == (1 if fails else 0), capsys.readouterr()
+    logs = list((tmp_path / "runs").rglob("log.txt"))
+    assert logs
+    assert not any("KeyboardInterrupt" in p.read_text() for p in logs)
+    assert not marker.exists(), "the step kernel got a SIGINT while shutting down"
+
+
+@pytest.mark.kernel
+def test_verify_prints_no_kernel_chatter(tmp_path):
+    marker = tmp_path / "sigint.txt"
+    nb = write_nb(
+        tmp_path / "nb.ipynb",
+        [_cell(_RECORD_SIGINT.format(marker=str(marker)) + "x = 1", "step:a"), _cell("print(x)")],
+    )
+    env = dict(os.environ, NO_COLOR="1")
+    res = subprocess.run(
+        [str(EXE), "verify", str(nb), "--store", str(tmp_path / "runs.sqlite"), "--no-prewarm"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "all 2 code cells give the same output" in res.stdout
+    assert "IPKernelApp" not in res.stdout + res.stderr  # "Kernel is running over TCP …"
+    assert not marker.exists(), "the straight run's kernel got a SIGINT while shutting down"
+
+
+# ----------------------------------------------------------------------------- verify -p
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("tag", ["pipeline-parameters", "parameters"])
+def test_verify_gives_the_straight_run_the_same_parameters(tmp_path, capsys, tag):
+    # papermill injects only after a `parameters` cell; Kale's pipeline-parameters cells (the
+    # shipped examples) kept their defaults in the straight run: false differences.
+    nb = write_nb(
+        tmp_path / "nb.ipynb",
+        [
+            _cell("C = 1.0\nname = 'a'", tag),
+            _cell("print('C is', C, name)", "step:first"),
+            _cell("k = 2", "pipeline-parameters"),  # a second parameters cell, further down
+            _cell("print('k is', k, C * k)", "step:second"),
+        ],
+    )
+    store = str(tmp_path / "runs.sqlite")
+    keep = tmp_path / "kept"
+    argv = ["verify", str(nb), "-p", "C=0.01", "-p", "k=5", "--store", store, "--keep", str(keep)]
+    code = main(argv)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "all 4 code cells give the same output" in out
+    import nbformat
+
+    straight = nbformat.read(str(keep / "straight.ipynb"), as_version=4)
+    printed = [o["text"] for c in straight.cells for o in c.get("outputs", []) if "text" in o]
+    assert printed == ["C is 0.01 a\n", "k is 5 0.05\n"]
+    assert straight.metadata.papermill.parameters == {"C": 0.01, "k": 5}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -97,3 +98,47 @@ def test_verify_gives_the_straight_run_the_same_parameters(tmp_path, capsys, tag
     printed = [o["text"] for c in straight.cells for o in c.get("outputs", []) if "text" in o]
     assert printed == ["C is 0.01 a\n", "k is 5 0.05\n"]
     assert straight.metadata.papermill.parameters == {"C": 0.01, "k": 5}
+
+
+# ----------------------------------------------------------------------------- broken pipes
+
+
+def _closed_stdout(*argv: str) -> subprocess.CompletedProcess:
+    """Run the CLI with its stdout a pipe whose reader is already gone (``| head``, early)."""
+    proc = subprocess.Popen(
+        [str(EXE), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, NO_COLOR="1"),
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    return subprocess.CompletedProcess(proc.args, proc.wait(timeout=300), "", err)
+
+
+def test_analyze_into_a_closed_pipe_stops_quietly_with_0(tmp_path):
+    nb = write_nb(tmp_path / "nb.ipynb", [_cell("x = 1", "step:a"), _cell("print(x)", "step:b")])
+    for fmt in ([], ["--json"], ["--dot"], ["--mermaid"]):
+        res = _closed_stdout("analyze", str(nb), *fmt)
+        assert (res.returncode, res.stderr) == (0, ""), fmt
+
+
+@pytest.mark.kernel
+def test_run_and_runs_into_a_closed_pipe_stop_quietly(tmp_path):
+    store = str(tmp_path / "runs.sqlite")
+    bad = write_nb(tmp_path / "bad.ipynb", [_cell("raise ValueError('boom')", "step:a")])
+    res = _closed_stdout("run", str(bad), "--json", "--store", store, "--no-prewarm")
+    # no traceback; the failed run still exits 1
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr and "BrokenPipeError" not in res.stderr
+    for argv in (["runs", "--json"], ["runs"]):
+        res = _closed_stdout(*argv, "--store", store)
+        assert (res.returncode, res.stderr) == (0, ""), argv
+    run_id = json.loads(subprocess.check_output([str(EXE), "runs", "--json", "--store", store]))[0][
+        "id"
+    ]
+    for argv in (["show", run_id], ["show", run_id, "--json"]):
+        res = _closed_stdout(*argv, "--store", store)
+        assert (res.returncode, res.stderr) == (0, ""), argv

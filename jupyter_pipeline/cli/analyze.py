@@ -7,6 +7,7 @@ import sys
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from jupyter_pipeline.cli.common import console as make_console
 from jupyter_pipeline.cli.common import where
 from jupyter_pipeline.model import EdgeKind, Pipeline, Severity
 
@@ -195,10 +196,9 @@ def _print_steps(console: Console, pipeline: Pipeline) -> None:
 
 def print_report(pipeline: Pipeline) -> None:
     """Print a human-readable report of the analysis with rich."""
-    from rich.console import Console
     from rich.text import Text
 
-    console = Console(highlight=False)
+    console = make_console(highlight=False)
     console.print(f"[bold]{pipeline.name}[/bold]  ({pipeline.notebook})", soft_wrap=True)
     if pipeline.parameters:
         params = ", ".join(f"{p.name}={p.default!r} ({p.type.value})" for p in pipeline.parameters)

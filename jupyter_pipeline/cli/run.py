@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from jupyter_pipeline.cli import EXIT_FAILURE, EXIT_OK, UsageError
 from jupyter_pipeline.cli.analyze import add_split_option
 from jupyter_pipeline.cli.common import analyze_or_stop
+from jupyter_pipeline.cli.common import console as stdout_console
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
@@ -337,6 +338,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run = runner.run(
             pipeline, args.notebook, parameters=overrides, output=args.output, on_event=progress
         )
+    args.exit_code = _exit_code(run)  # what a broken pipe (`| head`) still exits with
     if args.json:
         print(run.model_dump_json(indent=2))
     else:
@@ -366,7 +368,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not runs:
         print(f"no runs in {store.path}")
         return EXIT_OK
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
@@ -383,7 +384,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             f"{done}/{len(r.steps)}",
             r.notebook,
         )
-    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+    stdout_console(width=200 if not sys.stdout.isatty() else None).print(table)
     return EXIT_OK
 
 
@@ -441,10 +442,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         data["metrics"] = store.get_metrics(run.id)
         print(json.dumps(data, indent=2))
         return EXIT_OK
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=200 if not sys.stdout.isatty() else None)
+    console = stdout_console(width=200 if not sys.stdout.isatty() else None)
     console.print(
         f"run [bold]{run.id}[/]  {run.pipeline}  [{_COLORS[run.state.value]}]"
         f"{run.state.value}[/]  {_duration(run)}"

@@ -371,12 +371,24 @@ def test_parameter_changed_in_place_warns():
     assert ("parameter-reassigned", "warning", 1, 1) in diags(p)
 
 
-def test_parameter_not_literal_is_an_error():
+def test_computed_line_in_parameters_cell_is_a_derived_value():
+    # papermill runs `steps = int(k) * 2` (before its injected overrides); so do the steps
+    # that read it: it is replayed there, after the parameters it reads.
     p = run(
-        ("lr = 0.1\nsteps = int('3')\nk = 1", ["pipeline-parameters"]), ("print(k, lr)", ["step:a"])
+        ("lr = 0.1\nk = 1\nsteps = int(k) * 2\nd = lr == 3", ["pipeline-parameters"]),
+        ("print(k, lr)", ["step:a"]),
+        ("print(steps)", ["step:b"]),
     )
     assert [q.name for q in p.parameters] == ["lr", "k"]
-    assert diags(p) == [("parameter-not-literal", "error", 0, 2)]
+    assert diags(p, include_info=True) == [
+        ("parameter-derived", "info", 0, 3),
+        ("parameter-derived", "info", 0, 4),
+    ]
+    assert p.step("a").definitions == [] and p.step("a").parameters == ["k", "lr"]
+    assert [(d.kind.value, d.source) for d in p.step("b").definitions] == [
+        ("derived-value", "steps = int(k) * 2")
+    ]
+    assert p.step("b").parameters == ["k"] and p.step("b").inputs == []
 
 
 def test_pipeline_metrics_step():

@@ -71,7 +71,7 @@ class Binding:
     """The value a name has after some cell: who made it and how."""
 
     name: str
-    kind: str  # data | import | function | class | param | deleted | role
+    kind: str  # data | import | function | class | param | deleted | role | derived
     step: str | None
     cell: int
     line: int
@@ -140,6 +140,8 @@ class _Analyzer:
         self.aliases: dict[str, set[str]] = {}
         # For each definition statement, the bindings its definition-time reads saw.
         self.def_versions: dict[int, dict[str, Binding | None]] = {}
+        # Computed lines of parameters cells (`d = a == 3`): name -> (key, snippet, reads).
+        self.derived: dict[str, tuple[int, Definition, list[str]]] = {}
 
     # ------------------------------------------------------------------ diagnostics
     def diag(
@@ -301,14 +303,7 @@ class _Analyzer:
                 except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
                     ok = False
             if not ok or not isinstance(target, ast.Name):
-                self.diag(
-                    "parameter-not-literal",
-                    Severity.error,
-                    i,
-                    line,
-                    "a parameters cell may only assign literal values (numbers, strings, "
-                    "booleans, lists, dicts) to names; compute derived values in a step",
-                )
+                self.derived_value(i, stmt, line)
                 continue
             name = target.id
             self.parameters = [p for p in self.parameters if p.name != name]
@@ -323,6 +318,64 @@ class _Analyzer:
                 )
             )
             self.env[name] = Binding(name, "param", None, i, line)
+
+    def derived_value(self, i: int, stmt: ast.stmt, line: int) -> None:
+        """A parameters-cell line that is not a literal assignment (``d = a == 3``).
+
+        papermill runs it after the injected overrides, so it sees them. Here it is a
+        derived value: not a parameter, replayed (after the overrides) in each step that
+        reads what it binds.
+        """
+        parsed = self.parsed[i]
+        bound: list[str] = []
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                bound.append(node.id)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                bound += [(a.asname or a.name).split(".")[0] for a in node.names]
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                bound.append(node.name)
+        reads = sorted(
+            {
+                n.id
+                for n in ast.walk(stmt)
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+            }
+            - set(bound)
+        )
+        source = ast.get_source_segment(parsed.code, stmt) or ""
+        names = sorted(set(bound))
+        snippet = Definition(
+            cell=i, line=line, kind=DefinitionKind.derived, names=names, source=source
+        )
+        key = -(len(self.derived) + 1)  # apart from the statement ids of definitions
+        for name in names:
+            self.derived[name] = (key, snippet, reads)
+            self.env[name] = Binding(name, "derived", None, i, line)
+        shown = ", ".join(names) or "nothing"
+        self.diag(
+            "parameter-derived",
+            Severity.info,
+            i,
+            line,
+            f"computed, not a parameter ({shown}): it runs again after the parameter "
+            "overrides in each step that uses it, as papermill runs it after its injected "
+            "parameters; override the parameters it is computed from",
+            names=names,
+        )
+
+    def use_derived(self, st: _StepState, name: str, cell: int, line: int) -> None:
+        """A step reads a derived value: it replays the line, and takes what the line reads."""
+        key, snippet, reads = self.derived[name]
+        if key in st.definitions:
+            return
+        st.definitions[key] = snippet
+        params = {p.name for p in self.parameters}
+        for r in reads:
+            if r in params:  # the parameters lines run again before it (see DERIVED_TAG)
+                st.params.add(r)
+            else:
+                self.read(st, r, cell, line, ())
 
     def collect_metrics(self, i: int) -> None:
         parsed = self.parsed[i]
@@ -471,6 +524,9 @@ class _Analyzer:
             return
         if outside.kind == "param":
             st.params.add(name)
+            return
+        if outside.kind == "derived":
+            self.use_derived(st, name, cell, line)
             return
         if outside.kind == "role":
             return

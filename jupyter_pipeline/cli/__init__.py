@@ -42,10 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``jupyter-pipeline``; returns the exit code."""
     skip_slow_optional_imports()
+    from jupyter_pipeline.cli.run import join_parameter_words
     from jupyter_pipeline.notebook import NotebookError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_parameter_words(list(sys.argv[1:] if argv is None else argv)))
     try:
         code = args.handler(args)
     except (NotebookError, UsageError) as exc:

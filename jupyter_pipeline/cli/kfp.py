@@ -13,6 +13,7 @@ from typing import Any
 from jupyter_pipeline.cli import EXIT_OK, UsageError
 from jupyter_pipeline.cli.analyze import add_split_option
 from jupyter_pipeline.cli.common import analyze_or_stop
+from jupyter_pipeline.cli.run import add_parameter_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,14 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("notebook", help="the .ipynb to submit (never modified)")
     p.add_argument("--host", help="KFP API endpoint (or KF_PIPELINES_ENDPOINT / config)")
-    p.add_argument(
-        "-p",
-        "--parameter",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="override a pipeline parameter (repeatable)",
-    )
+    add_parameter_options(p)
     p.add_argument("--experiment", help="experiment name (default: notebook's, else Default)")
     p.add_argument("--run-name", help="run name (default: pipeline name and time)")
     p.add_argument("--namespace", help="Kubernetes namespace (multi-user clusters)")
@@ -198,7 +192,7 @@ def _step_line(record: Any) -> str:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """``jupyter-pipeline submit NB --host URL …``."""
-    from jupyter_pipeline.cli.run import _exit_code, parse_parameters
+    from jupyter_pipeline.cli.run import _exit_code, parameters_from_args
     from jupyter_pipeline.compile import CompileError
     from jupyter_pipeline.notebook import read_notebook
     from jupyter_pipeline.runners.base import ParameterError
@@ -206,7 +200,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     nb = read_notebook(args.notebook)
     pipeline = analyze_or_stop(args, "submitting", include_info=True, nb=nb)
-    overrides = parse_parameters(args.parameter)
+    overrides = parameters_from_args(args, pipeline)
     config = _config(
         args,
         nb,

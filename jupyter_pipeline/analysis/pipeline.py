@@ -322,9 +322,10 @@ class _Analyzer:
     def derived_value(self, i: int, stmt: ast.stmt, line: int) -> None:
         """A parameters-cell line that is not a literal assignment (``d = a == 3``).
 
-        papermill runs it after the injected overrides, so it sees them. Here it is a
-        derived value: not a parameter, replayed (after the overrides) in each step that
-        reads what it binds.
+        papermill runs it with the rest of the cell, before its injected overrides, so it
+        sees the defaults. Here it is a derived value: not a parameter; each step that reads
+        what it binds runs the parameters lines again (defaults, this line), then the
+        overrides (``runtime.notebook.DERIVED_TAG``).
         """
         parsed = self.parsed[i]
         bound: list[str] = []
@@ -358,9 +359,9 @@ class _Analyzer:
             Severity.info,
             i,
             line,
-            f"computed, not a parameter ({shown}): it runs again after the parameter "
-            "overrides in each step that uses it, as papermill runs it after its injected "
-            "parameters; override the parameters it is computed from",
+            f"computed, not a parameter ({shown}): as in papermill it runs before the "
+            "overrides, so it sees the defaults (each step that uses it runs it again); "
+            "compute it in a later cell to see -p values",
             names=names,
         )
 

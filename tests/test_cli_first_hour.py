@@ -142,3 +142,47 @@ def test_run_and_runs_into_a_closed_pipe_stop_quietly(tmp_path):
     for argv in (["show", run_id], ["show", run_id, "--json"]):
         res = _closed_stdout(*argv, "--store", store)
         assert (res.returncode, res.stderr) == (0, ""), argv
+
+
+# ----------------------------------------------------------------------------- kfp
+
+
+def test_kfp_is_a_regular_dependency_with_the_toolchain_pins():
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert {"kfp==2.17.0", "kfp-kubernetes==2.17.0"} <= set(project["dependencies"])
+    # `pip install jupyter-pipeline[kfp]` (the old spelling) still resolves without a warning
+    assert project["optional-dependencies"]["kfp"] == []
+
+
+# Imports of kfp (or of protobuf's `google`, the original failure) fail as if not installed.
+_WITHOUT_KFP = """\
+import sys
+class _Missing:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+sys.meta_path.insert(0, _Missing())
+from jupyter_pipeline.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("blocked", [["google"], ["kfp"]])
+def test_compile_without_kfp_is_one_line_not_a_traceback(tmp_path, blocked):
+    write_nb(tmp_path / "nb.ipynb", [_cell("x = 1", "step:a"), _cell("print(x)", "step:b")])
+    res = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_KFP.format(blocked=set(blocked)), "compile", "nb.ipynb"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, NO_COLOR="1"),
+        timeout=120,
+    )
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert "kfp==2.17.0" in lines[0] and f"No module named '{blocked[0]}'" in lines[0]
+    assert not (tmp_path / "nb.yaml").exists()

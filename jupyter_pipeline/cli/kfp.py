@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base-image", help="FROM image (default: python:<this version>-slim)")
     p.add_argument(
         "--project-spec",
-        help="requirement line installing jupyter-pipeline (default: jupyter-pipeline[kfp]==X)",
+        help="requirement line installing jupyter-pipeline (default: jupyter-pipeline==X)",
     )
     p.set_defaults(handler=cmd_image)
 

@@ -103,10 +103,10 @@ def pinned(dists: Iterable[str]) -> list[str]:
 
 
 def project_requirement() -> str:
-    """The requirement that installs this project (and kfp) at its current version."""
+    """The requirement that installs this project (and kfp, a dependency) at its version."""
     from jupyter_pipeline import __version__
 
-    return f"{PROJECT}[kfp]=={__version__}"
+    return f"{PROJECT}=={__version__}"
 
 
 def _cell_sources(nb: NotebookNode, cells: Iterable[int]) -> list[str]:

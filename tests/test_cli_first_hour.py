@@ -186,3 +186,52 @@ def test_compile_without_kfp_is_one_line_not_a_traceback(tmp_path, blocked):
     assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
     assert "kfp==2.17.0" in lines[0] and f"No module named '{blocked[0]}'" in lines[0]
     assert not (tmp_path / "nb.yaml").exists()
+
+
+# ----------------------------------------------------------------------------- image
+
+
+def test_image_lists_known_packages_not_installed_here_and_warns_for_the_rest(tmp_path):
+    import importlib.metadata as md
+
+    # Written elsewhere: this environment lacks these (known) packages and the unknown one.
+    missing = {"cv2": "opencv-python", "xgboost": "xgboost", "torch": "torch"}
+    have = md.packages_distributions()
+    assert not set(missing) & set(have), "the test needs modules not installed here"
+    (tmp_path / "my_helpers.py").write_text("X = 1\n")  # the notebook's own module
+    write_nb(
+        tmp_path / "nb.ipynb",
+        [
+            _cell("import cv2, torch\nimport numpy as np\nfrom xgboost import XGBClassifier"),
+            _cell("import my_helpers\nimport surely_unknown_pkg_xyz\nfrom sklearn import svm"),
+        ],
+    )
+    res = subprocess.run(
+        [str(EXE), "image", "nb.ipynb", "-o", "img"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, NO_COLOR="1"),
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    lines = [
+        line
+        for line in (tmp_path / "img" / "requirements.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    note = "  # not installed where this file was written: unpinned"
+    assert lines[1:] == [
+        f"numpy=={md.version('numpy')}",
+        f"scikit-learn=={md.version('scikit-learn')}",
+        "opencv-python" + note,
+        "torch" + note,
+        "xgboost" + note,
+    ]
+    err = res.stderr.splitlines()
+    assert err == [
+        "note: opencv-python, torch, xgboost are not installed here: listed unpinned; pin the "
+        "versions the notebook was written with",
+        "warning: nb.ipynb imports surely_unknown_pkg_xyz, not installed here and of unknown "
+        "distribution: nothing listed; add the package(s) to img/requirements.txt",
+    ]

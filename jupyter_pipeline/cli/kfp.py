@@ -7,6 +7,7 @@ other commands start fast.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -170,17 +171,32 @@ def cmd_image(args: argparse.Namespace) -> int:
     from jupyter_pipeline.notebook import read_notebook
 
     nb = read_notebook(args.notebook)
-    dockerfile, requirements = write_image_files(
+    files = write_image_files(
         nb,
         args.notebook,
         args.output,
         base_image=args.base_image,
         project_spec=args.project_spec,
     )
+    dockerfile, requirements = files.dockerfile, files.requirements
     count = sum(
         1 for line in requirements.read_text().splitlines() if line and not line.startswith("#")
     )
     print(f"wrote {dockerfile} and {requirements} ({count} requirements)")
+    if files.unpinned:
+        print(
+            f"note: {', '.join(files.unpinned)} "
+            f"{'is' if len(files.unpinned) == 1 else 'are'} not installed here: listed "
+            "unpinned; pin the versions the notebook was written with",
+            file=sys.stderr,
+        )
+    if files.unresolved:
+        print(
+            f"warning: {args.notebook} imports {', '.join(files.unresolved)}, not installed "
+            f"here and of unknown distribution: nothing listed; add the package(s) to "
+            f"{requirements}",
+            file=sys.stderr,
+        )
     print(f"build it: docker build -t <registry>/<name>:<tag> {dockerfile.parent}")
     return EXIT_OK
 

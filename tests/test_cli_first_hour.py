@@ -235,3 +235,19 @@ def test_image_lists_known_packages_not_installed_here_and_warns_for_the_rest(tm
         "warning: nb.ipynb imports surely_unknown_pkg_xyz, not installed here and of unknown "
         "distribution: nothing listed; add the package(s) to img/requirements.txt",
     ]
+
+
+@pytest.mark.kernel
+def test_run_of_an_untagged_notebook_split_in_two_says_why(tmp_path, capsys):
+    nb = write_nb(
+        tmp_path / "nb.ipynb",
+        [_cell("x = 1"), _cell("n = 3", "parameters"), _cell("print(x + n)")],
+    )
+    code = main(["run", str(nb), "--store", str(tmp_path / "runs.sqlite"), "--no-prewarm"])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert "main-2: succeeded" in out
+    assert err == (
+        f"{nb}: cell 2: info: no step: tags, so the notebook is one step 'main', split where "
+        "the parameters cell runs: the cells after it are step 'main-2' [step-split]\n"
+    )

@@ -64,7 +64,8 @@ def analyze_or_stop(
     else:
         pipeline = analyze(nb, path=str(args.notebook), split=args.split)
     for d in pipeline.diagnostics:
-        if d.severity is Severity.info and not include_info:
+        # A step-split note stays: it explains step names (`main-2`) the run then shows.
+        if d.severity is Severity.info and not include_info and d.code != "step-split":
             continue
         line = f"{args.notebook}: {where(d)}{d.severity.value}: {d.message} [{d.code}]"
         print(line, file=sys.stderr)

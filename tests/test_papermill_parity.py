@@ -386,8 +386,12 @@ def test_ctrl_c_writes_what_ran_like_papermill(tmp_path: Path) -> None:
 
 DERIVED_NB = [
     code_cell("import os", "imports"),
-    code_cell("a = 1\nd = a == 3\nbase = os.path.join('x', str(a))\nb = 2", "parameters"),
-    code_cell("print(a, d, base, b)", "step:one"),
+    code_cell(
+        "a = 1\nd = a == 3\nbase = os.path.join('x', str(a))\nb = 2\nlayers = [1]\n"
+        "layers.append(2)",
+        "parameters",
+    ),
+    code_cell("print(a, d, base, b, layers)", "step:one"),
     code_cell("print(d, b)", "step:two"),
 ]
 
@@ -404,7 +408,8 @@ def test_computed_values_in_the_parameters_cell_as_papermill(
     assert code == 0, capsys.readouterr()
     assert compare_notebooks(_read(expected), _read(merged)) == []
     # papermill computes d and base before its injected overrides: from the defaults.
-    assert stream_text(_read(merged).cells[3]) == "3 False x/1 5\n"
+    # (layers.append(2) changes a parameter in place: it runs too, in the step reading it.)
+    assert stream_text(_read(merged).cells[3]) == "3 False x/1 5 [1, 2]\n"
     # Only a computed name given with -p is an error.
     capsys.readouterr()
     assert _run(tmp_path, nb, "-p", "d", "True")[0] == 2

@@ -346,6 +346,11 @@ class _Analyzer:
         )
         source = ast.get_source_segment(parsed.code, stmt) or ""
         names = sorted(set(bound))
+        if not names:
+            # `layers.append(3)`: binds nothing, but may change the parameters it names; a
+            # step reading them must run it too.
+            params = {p.name for p in self.parameters}
+            names = [r for r in reads if r in params]
         snippet = Definition(
             cell=i, line=line, kind=DefinitionKind.derived, names=names, source=source
         )

@@ -166,17 +166,23 @@ def _register_engine() -> None:
                 if LOAD_TAG in tags:
                     # Pre-warming ends here: parameters and definitions already ran.
                     cell.source = render_load(self.jp.inputs())
-                elif DERIVED_TAG in tags and self.jp.parameters:
-                    from papermill.translators import translate_parameters
+                elif DERIVED_TAG in tags:
+                    # The step's parameters lines again (defaults, computed lines), then the
+                    # overrides: what papermill's one parameters cell + injection leave.
+                    derived = cell.metadata.get(META_KEY, {})
+                    defaults = derived.get("defaults", {})
+                    overrides = {
+                        k: v
+                        for k, v in self.jp.parameters.items()
+                        if k not in defaults or v != defaults[k]
+                    }
+                    cell.source = derived.get("code", cell.source)
+                    if overrides:
+                        from papermill.translators import translate_parameters
 
-                    base = cell.metadata.get(META_KEY, {}).get("code", cell.source)
-                    cell.source = (
-                        base
-                        + "\n"
-                        + translate_parameters(
-                            self.kernel_name, "python", self.jp.parameters, "Parameters"
+                        cell.source += "\n" + translate_parameters(
+                            self.kernel_name, "python", overrides, "Parameters"
                         )
-                    )
                 elif SAVE_TAG in tags:
                     cell.source = render_save(
                         os.path.abspath(request.output_dir),

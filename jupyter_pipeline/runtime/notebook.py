@@ -150,6 +150,10 @@ def build_step_notebook(
                 "jp-derived",
                 code=source,
                 cells=sorted({d.cell for d in derived}),
+                # Runners inject every parameter a step reads; only values other than the
+                # default are overrides to apply again (a default would undo an in-place
+                # change such as `layers.append(2)`).
+                defaults={p.name: p.default for p in pipeline.parameters if p.name in wanted},
             )
         )
     nb.cells.append(_generated(render_load(dict.fromkeys(inputs)), LOAD_TAG, "jp-load"))

@@ -91,6 +91,7 @@ class _Context:
         self.parameters: dict[str, Any] = {}  # the overrides papermill injects
         self.pid: int | None = None
         self.ready_error: BaseException | None = None
+        self.granted = ready is None  # a warming step has its inputs (its own cells may run)
         self.crash: tuple[int, BaseException] | None = None
         # Unix sockets instead of TCP ports between runner and kernel: a TCP port is picked
         # by binding and releasing it, and another process starting kernels at the same
@@ -110,6 +111,7 @@ class _Context:
             except BaseException as exc:
                 self.ready_error = exc
                 raise
+            self.granted = True
             return {k: os.path.abspath(v) for k, v in found.items()}
         return {k: os.path.abspath(v) for k, v in self.request.inputs.items()}
 
@@ -221,6 +223,11 @@ def _register_engine() -> None:
         def save(self, **kwargs: Any) -> None:
             if self.final and self.papermill_writes:
                 return  # written once, by papermill (with its error markers if a cell failed)
+            if self.jp is not None and not self.jp.granted and not self.final:
+                # Warming: only generated cells ran, and a cache hit may be about to put the
+                # step's notebook where this would write (a slow kernel start made the
+                # once-a-second save land here before the abort).
+                return
             aborted = self.jp is not None and self.jp.ready_error is not None
             if aborted and self.output_path and os.path.exists(self.output_path):
                 # A warm-up stopped before its inputs came ran no cell of the user's: it must

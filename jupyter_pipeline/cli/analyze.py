@@ -189,7 +189,7 @@ def _print_steps(console: Console, pipeline: Pipeline) -> None:
         console.print(table)
         return
     for step, cells, after, inputs, outputs in rows:
-        console.print(Text(step, style="bold") + Text(f"  cells {cells}"), soft_wrap=True)
+        _print_hanging(console, Text(step, style="bold") + Text(f"  cells {cells}"), 0, 2)
         for label, value in (("after", after), ("inputs", inputs), ("outputs", outputs)):
             _print_hanging(console, Text(f"{label + ':':<9}{value}"), 2, 11)
 
@@ -199,7 +199,8 @@ def print_report(pipeline: Pipeline) -> None:
     from rich.text import Text
 
     console = make_console(highlight=False)
-    console.print(f"[bold]{pipeline.name}[/bold]  ({pipeline.notebook})", soft_wrap=True)
+    title = Text.assemble((pipeline.name, "bold"), f"  ({pipeline.notebook})")
+    _print_hanging(console, title, 0, 4)
     if pipeline.parameters:
         params = ", ".join(f"{p.name}={p.default!r} ({p.type.value})" for p in pipeline.parameters)
         _print_hanging(console, Text(f"parameters: {params}"), 0, 4)

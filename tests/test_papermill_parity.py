@@ -1,17 +1,16 @@
-"""``run`` against papermill itself: papermill's own test notebooks, parameters, clean stops,
-errors without error outputs, kernel names and Ctrl-C.
+"""``run`` against papermill itself: the cases papermill's own tests cover, parameters, clean
+stops, errors without error outputs, kernel names and Ctrl-C.
 
 Every test runs the same notebook through real papermill and through ``jupyter-pipeline run``
 (one step, and split per cell) and compares what a papermill user looks at: the printed
-outputs, the exit code and the failing cell. The notebooks in ``tests/data/papermill`` are
-papermill's (BSD-3, see the LICENSE there).
+outputs, the exit code and the failing cell. The notebooks are built in-test
+(``papermill_cases.py``), one per behaviour papermill's test notebooks exercise.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,20 +26,12 @@ from helpers import code_cell, stream_text, write_nb
 from helpers import run as analyze_run
 from papermill.cli import _resolve_type
 from papermill.cli import papermill as papermill_cli
+from papermill_cases import write_case
 
 from jupyter_pipeline.cli import main
 from jupyter_pipeline.cli.run import join_parameter_words, parse_parameters
 from jupyter_pipeline.runners.verify import compare_notebooks
 from jupyter_pipeline.store import RunStore
-
-DATA = Path(__file__).resolve().parent / "data" / "papermill"
-
-
-def _copy(tmp_path: Path, name: str) -> Path:
-    """A papermill test notebook (and check.txt, which read_check.ipynb looks for) in tmp."""
-    for f in (f"{name}.ipynb", "check.txt"):
-        shutil.copy(DATA / f, tmp_path / f)
-    return tmp_path / f"{name}.ipynb"
 
 
 def _papermill(nb: Path, out: Path, parameters: dict[str, Any] | None = None) -> int | None:
@@ -78,19 +69,19 @@ def _read(path: Path) -> Any:
     return nbformat.read(str(path), as_version=4)
 
 
-# name, parameters, papermill's failing cell (None: the run succeeds)
+# case (papermill_cases), parameters, papermill's failing cell (None: the run succeeds)
 SAME = [
-    ("simple_execute", {"msg": "Hello"}, None),
-    ("no_parameters", None, None),
-    ("report_mode_test", {"a": 3}, None),
-    ("result_no_exec", {"bar": "world"}, None),
-    ("nb_version_4.4", {"var": 7}, None),  # papermill's test passes "It works": see below
-    ("read_check", None, None),
-    ("test_logging", None, 2),  # `from ggplot import mpg`: not installed
-    ("sysexit", None, None),  # sys.exit(): a clean stop
-    ("sysexit0", None, None),
-    ("systemexit", None, None),
-    ("sysexit1", None, 1),  # sys.exit(1) is a failure
+    ("simple_execute_with_parameters", {"msg": "Hello"}, None),
+    ("no_parameters_cell", None, None),
+    ("report_mode", {"base": 3}, None),
+    ("no_executed_results", {"name": "world"}, None),
+    ("nbformat_4_4", {"var": 7}, None),  # papermill's test passes "It works": see below
+    ("reads_file_next_to_notebook", None, None),
+    ("logging_output", None, 2),  # the import of a package that is not installed
+    ("sys_exit", None, None),  # sys.exit(): a clean stop
+    ("sys_exit_0", None, None),
+    ("raise_system_exit", None, None),
+    ("sys_exit_1", None, 1),  # sys.exit(1) is a failure
     ("line_magic_error", None, 0),  # a UsageError on stderr, no error output
 ]
 
@@ -100,7 +91,7 @@ SAME = [
 def test_papermill_test_notebooks_run_the_same(
     name: str, parameters: dict[str, Any] | None, failing: int | None, tmp_path: Path, capsys
 ) -> None:
-    nb = _copy(tmp_path, name)
+    nb = write_case(tmp_path, name)
     expected = tmp_path / "papermill.ipynb"
     assert _papermill(nb, expected, parameters) == failing
     straight = _read(expected)
@@ -127,10 +118,10 @@ def test_papermill_test_notebooks_run_the_same(
 # refused before anything runs, naming the cell; papermill runs up to it.
 REFUSED = [
     # papermill fails at `assert False` first (its cell 4: it drops the two old error-marker
-    # cells before running); ours names cell 7 of the file, the Python 2 `print "…"`.
-    ("broken1", 7, 4),
-    ("broken2", 2, 1),  # papermill: cell 1 raises first
-    ("complex_parameters", 0, None),  # `= 2` in the parameters cell; papermill injects nothing
+    # cells before running); ours names cell 7 of the file, the Python 2 `print '…'`.
+    ("syntax_error_after_stale_error_markers", 7, 4),
+    ("syntax_error_after_failing_cell", 2, 1),  # papermill: cell 1 raises first
+    ("complex_parameters", 0, None),  # `= 4` in the parameters cell; papermill injects nothing
 ]
 
 
@@ -139,7 +130,7 @@ REFUSED = [
 def test_syntax_errors_are_refused_before_running(
     name: str, cell: int, papermill_cell: int | None, tmp_path: Path, capsys
 ) -> None:
-    nb = _copy(tmp_path, name)
+    nb = write_case(tmp_path, name)
     if papermill_cell is not None:
         assert _papermill(nb, tmp_path / "papermill.ipynb") == papermill_cell
     code, merged, run = _run(tmp_path, nb)
@@ -151,12 +142,12 @@ def test_syntax_errors_are_refused_before_running(
 
 def test_unknown_or_mistyped_parameter_is_refused(tmp_path: Path, capsys) -> None:
     # papermill only warns ("Passed unknown parameter") and runs; a typo is an error here.
-    nb = _copy(tmp_path, "simple_execute")
+    nb = write_case(tmp_path, "simple_execute_with_parameters")
     code, _, run = _run(tmp_path, nb, "-p", "mgs", "Hello")
     assert code == 2 and run is None
     assert "unknown parameter 'mgs'" in capsys.readouterr().err
     # papermill's own test sets `var = 1` to "It works"; here a parameter keeps its type.
-    nb = _copy(tmp_path, "nb_version_4.4")
+    nb = write_case(tmp_path, "nbformat_4_4")
     code, _, run = _run(tmp_path, nb, "-p", "var", "It works")
     assert code == 2 and run is None
     assert "parameter var is int (default 1, cell 0); got 'It works'" in capsys.readouterr().err
@@ -167,7 +158,7 @@ def test_unknown_or_mistyped_parameter_is_refused(tmp_path: Path, capsys) -> Non
 
 @pytest.mark.kernel
 def test_parameters_recorded_as_papermill_records_them(tmp_path: Path) -> None:
-    nb = _copy(tmp_path, "simple_execute")
+    nb = write_case(tmp_path, "simple_execute_with_parameters")
     expected = tmp_path / "papermill.ipynb"
     assert _papermill(nb, expected, {"msg": "Hello"}) is None
     code, merged_path, run = _run(tmp_path, nb, "-p", "msg", "Hello")
@@ -331,15 +322,6 @@ def test_unknown_kernel_is_still_refused(tmp_path: Path, capsys) -> None:
 # ---------------------------------------------------------------------- 7. Ctrl-C
 
 
-SLEEP_NB = [
-    code_cell("print('start')"),
-    code_cell(
-        "import time\nprint('sleeping', flush=True)\nopen('began', 'w').close()\ntime.sleep(120)"
-    ),
-    code_cell("print('after')"),
-]
-
-
 def _interrupt(cmd: list[str], cwd: Path) -> tuple[int, str]:
     """Start ``cmd``, send SIGINT once the sleeping cell has begun; exit code and output."""
     began = cwd / "began"
@@ -359,7 +341,7 @@ def _interrupt(cmd: list[str], cwd: Path) -> tuple[int, str]:
 
 @pytest.mark.kernel
 def test_ctrl_c_writes_what_ran_like_papermill(tmp_path: Path) -> None:
-    nb = write_nb(tmp_path / "sleep.ipynb", SLEEP_NB)
+    nb = write_case(tmp_path, "keyboard_interrupt")
     bindir = Path(sys.executable).parent
     expected = tmp_path / "papermill.ipynb"
     _interrupt([str(bindir / "papermill"), str(nb), str(expected)], tmp_path)

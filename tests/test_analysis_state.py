@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from helpers import diags, edges, io, run
 
 # ----------------------------------------------------------------------------- RNG state
@@ -198,6 +199,51 @@ def test_file_written_in_one_step_and_read_in_another():
     assert edges(p) == [("a", "b", "file", ["out.csv"])]
     assert p.edges[0].reason == "out.csv: written in a (cell 0), read in b (cell 1, line 2)"
     assert diags(p) == [("file-handoff", "warning", 1, 2)]
+
+
+@pytest.mark.parametrize(
+    ("write", "read", "path"),
+    [
+        (
+            "import pandas as pd\nd = {'a': [1]}\npd.DataFrame(d).to_csv('out.csv')",
+            "import pandas as pd\ndf = pd.read_csv('out.csv')",
+            "out.csv",
+        ),
+        (
+            "from pathlib import Path\nPath('x.txt').write_text('hi')",
+            "from pathlib import Path\nt = Path('x.txt').read_text()",
+            "x.txt",
+        ),
+        (
+            "import pathlib\npathlib.Path('b.bin').write_bytes(b'1')",
+            "with open('b.bin', 'rb') as f:\n    t = f.read()",
+            "b.bin",
+        ),
+        (
+            "import matplotlib.pyplot as plt\nplt.plot([1])\nplt.gcf().savefig('p.png')",
+            "import matplotlib.image as mpimg\nimg = mpimg.imread('p.png')",
+            "p.png",
+        ),
+        (
+            "import pandas as pd\ns = pd.Series([1])\ns.plot().get_figure().savefig('s.png')",
+            "from pathlib import Path\nb = Path('s.png').read_bytes()",
+            "s.png",
+        ),
+    ],
+)
+def test_file_written_through_a_method_of_a_temporary(write, read, path):
+    # The receiver is a call's result, not a name: the write is seen all the same.
+    p = run((write, ["step:a"]), (read, ["step:b"]))
+    assert edges(p) == [("a", "b", "file", [path])]
+    assert [(code, cell) for code, _, cell, _ in diags(p)] == [("file-handoff", 1)]
+
+
+def test_path_methods_on_a_computed_path_are_not_guessed():
+    p = run(
+        ("from pathlib import Path\nname = 'x.txt'\nPath(name).write_text('hi')", ["step:a"]),
+        ("from pathlib import Path\nt = Path('x.txt').read_text()", ["step:b"]),
+    )
+    assert [e for e in edges(p) if e[2] == "file"] == []
 
 
 def test_file_written_and_read_in_the_same_step_is_fine():

@@ -220,3 +220,70 @@ def test_console_script_subprocess(good: Path, tmp_path: Path):
     assert res.returncode == 2
     assert res.stderr.startswith(f"error: {bad}: ") and res.stderr.count("\n") == 1
     assert good.read_bytes() == before
+
+
+# ----------------------------------------------------------------------------- output for people
+
+
+@pytest.fixture
+def untagged(tmp_path: Path) -> Path:
+    """No step tags; the parameters cell splits the notebook into main and main-2."""
+    return _save(
+        tmp_path,
+        "untagged.ipynb",
+        "import math\nx = 1",
+        ("n = 3", ["parameters"]),
+        "print(math.sqrt(n) + x)",
+    )
+
+
+def test_dot_labels_break_lines_as_dot_does(good: Path, untagged: Path, capsys):
+    _, out, _ = _run(capsys, "analyze", str(good), "--dot")
+    # dot's line break inside a quoted string is one backslash and n, not an escaped backslash
+    assert '"load-data" [label="load_Data\\ncells 2"];' in out
+    assert "\\\\" not in out
+    _, out, _ = _run(capsys, "analyze", str(untagged), "--dot")
+    nodes = re.findall(r'^  "[^"]+" \[label="([^"]*)"\];$', out, re.M)
+    assert nodes == ["main\\ncells 0", "main-2\\ncells 2"]
+
+
+def test_mermaid_labels_steps_that_share_a_display_name_apart(untagged: Path, capsys):
+    _, out, _ = _run(capsys, "analyze", str(untagged), "--mermaid")
+    assert dict(re.findall(r'^  (s\d+)\["([^"]*)"\]$', out, re.M)) == {"s0": "main", "s1": "main-2"}
+
+
+def test_untagged_notebook_split_in_two_says_why(untagged: Path, capsys):
+    _, out, _ = _run(capsys, "analyze", str(untagged))
+    text = " ".join(out.split())
+    assert (
+        "no step: tags, so the notebook is one step 'main', split where the parameters cell "
+        "runs: the cells after it are step 'main-2'" in text
+    )
+
+
+def test_report_in_80_columns_keeps_names_whole_and_indents_wrapped_lines(
+    tmp_path: Path, capsys, monkeypatch
+):
+    monkeypatch.setenv("COLUMNS", "80")
+    names = ["X_train_scaled_for_the_logistic_model", "y_train_labels_encoded"]
+    path = _save(
+        tmp_path,
+        "long.ipynb",
+        (f"{names[0]} = [1]\n{names[1]} = [2]", ["step:prepare_the_training_data"]),
+        (f"print({names[0]}, {names[1]})", ["step:logistic_regression_with_scaling"]),
+        (f"print({names[1]})\nprint(undefined_name_here)", ["step:random_forest_classifier"]),
+    )
+    code, out, _ = _run(capsys, "analyze", str(path))
+    assert code == 1  # the undefined name
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in out
+    for word in [*names, "prepare-the-training-data", "logistic-regression-with-scaling"]:
+        assert word in out, word  # whole, on one line
+    # Wrapped lines of edges and diagnostics are indented under their item, never at column 0.
+    tail = lines[lines.index("edges") :]
+    assert all(
+        line.startswith("  ")
+        for line in tail[1:]
+        if line not in ("diagnostics",) and "steps," not in line
+    )

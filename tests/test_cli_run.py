@@ -57,7 +57,10 @@ def test_run_with_parameter_and_merged_output_equals_papermill(tmp_path, capsys)
     )
     merged = nbformat.read(str(out), as_version=4)
     assert compare_notebooks(nbformat.read(str(straight), as_version=4), merged) == []
-    assert stream_text(merged.cells[4]) == "five 10\n"  # -p reached the step
+    # -p reached the step; as in papermill's output, an injected-parameters cell follows
+    # the parameters cell (cell 1), so the sum cell (source cell 4) is at 5.
+    assert merged.cells[2].metadata.tags == ["injected-parameters"]
+    assert stream_text(merged.cells[5]) == "five 10\n"
     assert _digest(nb) == before
 
     run = RunStore(store).list_runs()[0]

@@ -476,7 +476,7 @@ def test_image_command_pins_exactly_the_notebooks_imports(tmp_path):
     from jupyter_pipeline import __version__
 
     assert lines == [
-        f"jupyter-pipeline[kfp]=={__version__}",
+        f"jupyter-pipeline=={__version__}",
         f"numpy=={md.version('numpy')}",
         f"scikit-learn=={md.version('scikit-learn')}",
     ]

@@ -19,6 +19,7 @@ from typing import Any
 from jupyter_pipeline.analysis.dyncode import class_code_use, function_code_use, own_namespace
 from jupyter_pipeline.analysis.knowledge import (
     CODE_LINE_MAGICS,
+    FILE_METHODS,
     PURE_METHODS,
     QUERY_METHODS,
 )
@@ -48,6 +49,10 @@ class CallInfo:
         inplace: ``inplace=True`` was passed.
         statement: The call is a whole top-level statement (replayable as state).
         source: That statement's source, when ``statement``.
+        method: The attribute called when the callee is ``<expression>.method`` (set also
+            when ``path`` is empty: ``pd.DataFrame(d).to_csv(…)``, ``plt.gcf().savefig(…)``).
+        receiver: When the receiver is itself a call with a string literal first argument
+            (``Path('x.txt').write_text(…)``): that call's dotted callee and the string.
     """
 
     path: tuple[str, ...]
@@ -58,6 +63,8 @@ class CallInfo:
     inplace: bool = False
     statement: bool = False
     source: str = ""
+    method: str | None = None
+    receiver: tuple[tuple[str, ...], str] | None = None
 
 
 @dataclass(slots=True)
@@ -353,7 +360,10 @@ class _BodyEffects(ast.NodeVisitor):
             if method not in PURE_METHODS or inplace:
                 self._mutate(node.func.value)
         root = path[0] if path else None
-        if root is not None and self._free(root):
+        if (root is not None and self._free(root)) or (
+            # a method of a temporary writing or reading a file (`pd.DataFrame(d).to_csv(…)`)
+            root is None and isinstance(node.func, ast.Attribute) and node.func.attr in FILE_METHODS
+        ):
             self.summary.calls.append(_call_info(node, path))
         if path in (("eval",), ("exec",)) and node.args and not own_namespace(node):
             # A literal evaluated inside the body reads its names like the body itself
@@ -468,6 +478,13 @@ def _comprehension_summary(node: Any) -> FuncSummary:
 
 def _call_info(node: ast.Call, path: tuple[str, ...]) -> CallInfo:
     info = CallInfo(path=path)
+    if isinstance(node.func, ast.Attribute):
+        info.method = node.func.attr
+        inner = node.func.value
+        if isinstance(inner, ast.Call) and inner.args:
+            callee, first = _dotted(inner.func), _str_const(inner.args[0])
+            if callee and first is not None:
+                info.receiver = (callee, first)
     for a in node.args:
         info.args.append(_root(a))
         info.strings.append(_str_const(a))
@@ -893,7 +910,8 @@ class _CellVisitor:
             for name in sorted(s.mutates):
                 self.emit("mutate", name, e, cond)
             for call in s.calls:
-                self.events.append(Event("call", call.path[0], self.line(e), cond, info=call))
+                root = call.path[0] if call.path else ""
+                self.events.append(Event("call", root, self.line(e), cond, info=call))
             for n in ast.walk(e):
                 if isinstance(n, ast.NamedExpr) and isinstance(n.target, ast.Name):
                     self.emit("bind", n.target.id, n, _sub(cond))

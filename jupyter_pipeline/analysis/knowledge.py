@@ -195,6 +195,12 @@ FILE_READERS: dict[str, int] = {
     "joblib.load": 0, "imread": 0, "read_text": -1, "read_bytes": -1, "load_model": 0,
     "load_workbook": 0,
 }  # fmt: skip
+# Method names of both tables (`x.to_csv`, `Path(…).read_text`), dotted names left out.
+FILE_METHODS = frozenset(n for n in (*FILE_WRITERS, *FILE_READERS) if "." not in n)
+# What `Path('x.txt')` resolves to: its read_text/write_text/… act on that literal path.
+PATH_TYPES = frozenset(
+    {"pathlib.Path", "pathlib.PurePath", "pathlib.PosixPath", "pathlib.WindowsPath"}
+)
 
 # String-evaluating methods whose `@name` references read variables (pandas).
 QUERY_METHODS = frozenset({"query", "eval"})

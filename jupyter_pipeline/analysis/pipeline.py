@@ -39,6 +39,7 @@ from jupyter_pipeline.analysis.knowledge import (
     MUTATING_BUILTINS,
     NUMPY_RANDOM_NOT_GLOBAL,
     OPAQUE_MAGICS,
+    PATH_TYPES,
     PURE_BUILTINS,
     PURE_LIBRARIES,
     RANDOM_FUNCS,
@@ -84,7 +85,7 @@ class Binding:
     """The value a name has after some cell: who made it and how."""
 
     name: str
-    kind: str  # data | import | function | class | param | deleted | role
+    kind: str  # data | import | function | class | param | deleted | role | derived
     step: str | None
     cell: int
     line: int
@@ -109,6 +110,8 @@ class _StepState:
     input_at: dict[str, tuple[int, int]] = field(default_factory=dict)
     writes: dict[str, Binding] = field(default_factory=dict)
     passthrough: dict[str, Binding] = field(default_factory=dict)
+    # Where a name changed only through another name of its object (see _mutate_one).
+    passthrough_at: dict[str, tuple[int, int]] = field(default_factory=dict)
     outputs: set[str] = field(default_factory=set)
     params: set[str] = field(default_factory=set)
     definitions: dict[int, Definition] = field(default_factory=dict)
@@ -154,6 +157,8 @@ class _Analyzer:
         self.aliases: dict[str, set[str]] = {}
         # For each definition statement, the bindings its definition-time reads saw.
         self.def_versions: dict[int, dict[str, Binding | None]] = {}
+        # Computed lines of parameters cells (`d = a == 3`): name -> (key, snippet, reads).
+        self.derived: dict[str, tuple[int, Definition, list[str]]] = {}
 
     # ------------------------------------------------------------------ diagnostics
     def diag(
@@ -315,14 +320,7 @@ class _Analyzer:
                 except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
                     ok = False
             if not ok or not isinstance(target, ast.Name):
-                self.diag(
-                    "parameter-not-literal",
-                    Severity.error,
-                    i,
-                    line,
-                    "a parameters cell may only assign literal values (numbers, strings, "
-                    "booleans, lists, dicts) to names; compute derived values in a step",
-                )
+                self.derived_value(i, stmt, line)
                 continue
             name = target.id
             self.parameters = [p for p in self.parameters if p.name != name]
@@ -337,6 +335,70 @@ class _Analyzer:
                 )
             )
             self.env[name] = Binding(name, "param", None, i, line)
+
+    def derived_value(self, i: int, stmt: ast.stmt, line: int) -> None:
+        """A parameters-cell line that is not a literal assignment (``d = a == 3``).
+
+        papermill runs it with the rest of the cell, before its injected overrides, so it
+        sees the defaults. Here it is a derived value: not a parameter; each step that reads
+        what it binds runs the parameters lines again (defaults, this line), then the
+        overrides (``runtime.notebook.DERIVED_TAG``).
+        """
+        parsed = self.parsed[i]
+        bound: list[str] = []
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                bound.append(node.id)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                bound += [(a.asname or a.name).split(".")[0] for a in node.names]
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                bound.append(node.name)
+        reads = sorted(
+            {
+                n.id
+                for n in ast.walk(stmt)
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+            }
+            - set(bound)
+        )
+        source = ast.get_source_segment(parsed.code, stmt) or ""
+        names = sorted(set(bound))
+        if not names:
+            # `layers.append(3)`: binds nothing, but may change the parameters it names; a
+            # step reading them must run it too.
+            params = {p.name for p in self.parameters}
+            names = [r for r in reads if r in params]
+        snippet = Definition(
+            cell=i, line=line, kind=DefinitionKind.derived, names=names, source=source
+        )
+        key = -(len(self.derived) + 1)  # apart from the statement ids of definitions
+        for name in names:
+            self.derived[name] = (key, snippet, reads)
+            self.env[name] = Binding(name, "derived", None, i, line)
+        shown = ", ".join(names) or "nothing"
+        self.diag(
+            "parameter-derived",
+            Severity.info,
+            i,
+            line,
+            f"computed, not a parameter ({shown}): as in papermill it runs before the "
+            "overrides, so it sees the defaults (each step that uses it runs it again); "
+            "compute it in a later cell to see -p values",
+            names=names,
+        )
+
+    def use_derived(self, st: _StepState, name: str, cell: int, line: int) -> None:
+        """A step reads a derived value: it replays the line, and takes what the line reads."""
+        key, snippet, reads = self.derived[name]
+        if key in st.definitions:
+            return
+        st.definitions[key] = snippet
+        params = {p.name for p in self.parameters}
+        for r in reads:
+            if r in params:  # the parameters lines run again before it (see DERIVED_TAG)
+                st.params.add(r)
+            else:
+                self.read(st, r, cell, line, ())
 
     def collect_metrics(self, i: int) -> None:
         parsed = self.parsed[i]
@@ -487,6 +549,9 @@ class _Analyzer:
             return
         if outside.kind == "param":
             st.params.add(name)
+            return
+        if outside.kind == "derived":
+            self.use_derived(st, name, cell, line)
             return
         if outside.kind == "role":
             return
@@ -761,7 +826,12 @@ class _Analyzer:
             self.aliases[member] = group
         for member in sorted(group - {target}):
             self._mutate_one(
-                st, member, cell, line, Event("mutate", member, line, cond, "alias", target)
+                st,
+                member,
+                cell,
+                line,
+                Event("mutate", member, line, cond, "alias", target),
+                through_alias=True,
             )
 
     def mutate(
@@ -775,11 +845,22 @@ class _Analyzer:
         """``name``'s object may change here; so do the objects of its aliases."""
         self._mutate_one(st, name, cell, line, ev)
         for member in sorted(self.aliases.get(name, set()) - {name}):
-            self._mutate_one(st, member, cell, line, ev)
+            self._mutate_one(st, member, cell, line, ev, through_alias=True)
 
     def _mutate_one(
-        self, st: _StepState, name: str, cell: int, line: int, ev: Event | None
+        self,
+        st: _StepState,
+        name: str,
+        cell: int,
+        line: int,
+        ev: Event | None,
+        through_alias: bool = False,
     ) -> None:
+        """``name``'s object may change here.
+
+        ``through_alias``: the change is made through another name of the same object (an
+        alias group member), not through ``name`` itself.
+        """
         if name in st.sure:
             mine = st.local.get(name)
             if (
@@ -830,6 +911,16 @@ class _Analyzer:
                     st.name,
                     [name],
                 )
+            elif outside.kind == "data" and name not in st.inputs and through_alias:
+                # Changed only through another name: this step holds the changed value from
+                # here on, but it needs the old one only when a later step reads the name
+                # (`need` makes it an input then, as for a name the step maybe rebinds). A
+                # loop variable an earlier step left in the group (`for dataset in data:`)
+                # and this step rebinds is then no input, and no needless KFP artifact.
+                st.passthrough.setdefault(name, outside)
+                st.passthrough_at.setdefault(name, (cell, line))
+                self.changed_here(st, name, cell, line, ev, base.instance_of)
+                return
             elif outside.kind == "data" and name not in st.inputs:
                 # (an alias group pulling in a maybe-bound loop variable is no user error)
                 if not outside.sure and not (ev is not None and ev.kind == "alias"):
@@ -1211,9 +1302,9 @@ class _Analyzer:
     def file_call(
         self, st: _StepState, call: CallInfo, full: str | None, cell: int, line: int
     ) -> None:
-        if not call.path:
+        last = call.path[-1] if call.path else call.method
+        if not last:
             return
-        last = call.path[-1]
         if full == "open" or (len(call.path) == 1 and last == "open" and full is None):
             path = call.strings[0] if call.strings else call.kwstrings.get("file")
             mode = (call.strings[1] if len(call.strings) > 1 else None) or call.kwstrings.get(
@@ -1227,7 +1318,11 @@ class _Analyzer:
             if k is None:
                 continue
             if k == -1:
-                continue  # pathlib methods: the path is the receiver, not a literal argument
+                # pathlib methods: the path is the receiver, seen when it is `Path('lit')`
+                receiver = call.receiver
+                if receiver is not None and self.full_name(st, receiver[0]) in PATH_TYPES:
+                    self.file_event(st, cell, line, receiver[1], write=write)
+                return
             path = call.strings[k] if k < len(call.strings) else None
             if path is None:
                 for key in (
@@ -1372,7 +1467,7 @@ class _Analyzer:
                 st.params.add(name)
             elif through.kind == "data":
                 st.inputs[name] = through
-                st.input_at[name] = (st.span.cells[0], 1)
+                st.input_at[name] = st.passthrough_at.get(name, (st.span.cells[0], 1))
                 self.need(through.step, name, seen)
 
     def role_parameters(self) -> set[str]:

@@ -8,6 +8,7 @@ Exit codes: 0 ok, 1 pipeline or step failure, 2 bad input or usage.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -41,10 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``jupyter-pipeline``; returns the exit code."""
     skip_slow_optional_imports()
+    from jupyter_pipeline.cli.run import join_parameter_words
     from jupyter_pipeline.notebook import NotebookError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_parameter_words(list(sys.argv[1:] if argv is None else argv)))
     try:
         code = args.handler(args)
     except (NotebookError, UsageError) as exc:
@@ -53,7 +55,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`… | head -5`): stop quietly, as `git log | head` does, with
+        # the command's own exit code when it had one (a failed run stays a failure).
+        _discard_stdout()
+        return int(getattr(args, "exit_code", EXIT_OK))
     return int(code or 0)
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (captured): nothing left to flush
+        pass
 
 
 def run_main() -> None:  # pragma: no cover - console script shim

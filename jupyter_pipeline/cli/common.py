@@ -4,10 +4,31 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, Any
 
 from nbformat import NotebookNode
 
 from jupyter_pipeline.model import Diagnostic, Pipeline, Severity
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def console(**kwargs: Any) -> Console:
+    """A rich ``Console`` for stdout whose broken pipe (``… | head``) is a quiet stop.
+
+    rich's own answer to a broken pipe is ``SystemExit(1)``: ``analyze NB | head -2``
+    exited 1. Raising ``BrokenPipeError`` instead lets ``main`` stop with the command's
+    exit code, as for plain ``print``.
+    """
+    from rich.console import Console
+
+    class _PipeConsole(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError
+
+    return _PipeConsole(**kwargs)
 
 
 def where(d: Diagnostic) -> str:
@@ -43,7 +64,8 @@ def analyze_or_stop(
     else:
         pipeline = analyze(nb, path=str(args.notebook), split=args.split)
     for d in pipeline.diagnostics:
-        if d.severity is Severity.info and not include_info:
+        # A step-split note stays: it explains step names (`main-2`) the run then shows.
+        if d.severity is Severity.info and not include_info and d.code != "step-split":
             continue
         line = f"{args.notebook}: {where(d)}{d.severity.value}: {d.message} [{d.code}]"
         print(line, file=sys.stderr)

@@ -7,12 +7,14 @@ other commands start fast.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
 from jupyter_pipeline.cli import EXIT_OK, UsageError
 from jupyter_pipeline.cli.analyze import add_split_option
 from jupyter_pipeline.cli.common import analyze_or_stop
+from jupyter_pipeline.cli.run import add_parameter_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,14 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("notebook", help="the .ipynb to submit (never modified)")
     p.add_argument("--host", help="KFP API endpoint (or KF_PIPELINES_ENDPOINT / config)")
-    p.add_argument(
-        "-p",
-        "--parameter",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="override a pipeline parameter (repeatable)",
-    )
+    add_parameter_options(p)
     p.add_argument("--experiment", help="experiment name (default: notebook's, else Default)")
     p.add_argument("--run-name", help="run name (default: pipeline name and time)")
     p.add_argument("--namespace", help="Kubernetes namespace (multi-user clusters)")
@@ -75,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base-image", help="FROM image (default: python:<this version>-slim)")
     p.add_argument(
         "--project-spec",
-        help="requirement line installing jupyter-pipeline (default: jupyter-pipeline[kfp]==X)",
+        help="requirement line installing jupyter-pipeline (default: jupyter-pipeline==X)",
     )
     p.set_defaults(handler=cmd_image)
 
@@ -176,17 +171,32 @@ def cmd_image(args: argparse.Namespace) -> int:
     from jupyter_pipeline.notebook import read_notebook
 
     nb = read_notebook(args.notebook)
-    dockerfile, requirements = write_image_files(
+    files = write_image_files(
         nb,
         args.notebook,
         args.output,
         base_image=args.base_image,
         project_spec=args.project_spec,
     )
+    dockerfile, requirements = files.dockerfile, files.requirements
     count = sum(
         1 for line in requirements.read_text().splitlines() if line and not line.startswith("#")
     )
     print(f"wrote {dockerfile} and {requirements} ({count} requirements)")
+    if files.unpinned:
+        print(
+            f"note: {', '.join(files.unpinned)} "
+            f"{'is' if len(files.unpinned) == 1 else 'are'} not installed here: listed "
+            "unpinned; pin the versions the notebook was written with",
+            file=sys.stderr,
+        )
+    if files.unresolved:
+        print(
+            f"warning: {args.notebook} imports {', '.join(files.unresolved)}, not installed "
+            f"here and of unknown distribution: nothing listed; add the package(s) to "
+            f"{requirements}",
+            file=sys.stderr,
+        )
     print(f"build it: docker build -t <registry>/<name>:<tag> {dockerfile.parent}")
     return EXIT_OK
 
@@ -198,7 +208,7 @@ def _step_line(record: Any) -> str:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """``jupyter-pipeline submit NB --host URL …``."""
-    from jupyter_pipeline.cli.run import _exit_code, parse_parameters
+    from jupyter_pipeline.cli.run import _exit_code, parameters_from_args
     from jupyter_pipeline.compile import CompileError
     from jupyter_pipeline.notebook import read_notebook
     from jupyter_pipeline.runners.base import ParameterError
@@ -206,7 +216,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     nb = read_notebook(args.notebook)
     pipeline = analyze_or_stop(args, "submitting", include_info=True, nb=nb)
-    overrides = parse_parameters(args.parameter)
+    overrides = parameters_from_args(args, pipeline)
     config = _config(
         args,
         nb,

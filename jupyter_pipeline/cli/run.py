@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import sys
 import time
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from jupyter_pipeline.cli import EXIT_FAILURE, EXIT_OK, UsageError
 from jupyter_pipeline.cli.analyze import add_split_option
 from jupyter_pipeline.cli.common import analyze_or_stop
+from jupyter_pipeline.cli.common import console as stdout_console
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
@@ -122,15 +124,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_verify)
 
 
-def _run_options(p: argparse.ArgumentParser, cache: bool = True) -> None:
+def add_parameter_options(p: argparse.ArgumentParser) -> None:
+    """papermill's parameter flags: ``-p NAME VALUE`` (or ``NAME=VALUE``), ``-r``, ``-f``, ``-y``.
+
+    Two-word forms are joined into ``NAME=VALUE`` before argparse sees them
+    (:func:`join_parameter_words`).
+    """
     p.add_argument(
         "-p",
         "--parameter",
         action="append",
         default=[],
-        metavar="NAME=VALUE",
-        help="override a parameter; VALUE is a Python literal, else a string",
+        metavar="NAME VALUE",
+        help="override a parameter (also NAME=VALUE); as papermill's -p: True/False/None, an "
+        "int or a float, else text — and always the text as it is for a parameter whose "
+        "default is a string",
     )
+    p.add_argument(
+        "-r",
+        "--parameter-raw",
+        action="append",
+        default=[],
+        metavar="NAME VALUE",
+        help="override a parameter with VALUE as a string, never converted",
+    )
+    p.add_argument(
+        "-f",
+        "--parameters-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="YAML file of parameter overrides",
+    )
+    p.add_argument(
+        "-y",
+        "--parameters-yaml",
+        action="append",
+        default=[],
+        metavar="YAML",
+        help="YAML string of parameter overrides, e.g. -y 'lr: 0.1'",
+    )
+
+
+def _run_options(p: argparse.ArgumentParser, cache: bool = True) -> None:
+    add_parameter_options(p)
     p.add_argument("--max-parallel", type=int, default=None, metavar="N", help="steps at once")
     if cache:
         p.add_argument("--no-cache", action="store_true", help="re-run every step")
@@ -141,18 +178,133 @@ def _run_options(p: argparse.ArgumentParser, cache: bool = True) -> None:
 # ---------------------------------------------------------------------------- helpers
 
 
-def parse_parameters(items: list[str]) -> dict[str, Any]:
-    """Parse ``NAME=VALUE`` items; VALUE as a Python literal when it is one, else a string."""
-    out: dict[str, Any] = {}
-    for item in items:
-        name, eq, raw = item.partition("=")
-        name = name.strip()
-        if not eq or not name.isidentifier():
-            raise UsageError(f"-p {item!r}: write NAME=VALUE, e.g. -p lr=0.1")
+_PARAMETER_FLAGS = ("-p", "--parameter", "-r", "--parameter-raw")
+
+
+def join_parameter_words(argv: list[str]) -> list[str]:
+    """Turn papermill's two-word ``-p NAME VALUE`` / ``-r NAME VALUE`` into ``NAME=VALUE``.
+
+    A word after the flag that has no ``=`` is a NAME, and the word after it its VALUE (which
+    may itself contain ``=``), unless that word is an option (``-o``, ``--store``; a negative
+    number is a value). Other arguments pass unchanged.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        out.append(word)
+        if (
+            word in _PARAMETER_FLAGS
+            and i + 2 < len(argv)
+            and "=" not in argv[i + 1]
+            and argv[i + 1].isidentifier()
+            and not (argv[i + 2].startswith("-") and not _is_number(argv[i + 2]))
+        ):
+            out.append(f"{argv[i + 1]}={argv[i + 2]}")
+            i += 3
+            continue
+        i += 1
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def papermill_value(text: str) -> Any:
+    """A ``-p`` value as papermill's CLI reads it (``papermill.cli._resolve_type``)."""
+    if text in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[text]
+    for convert in (int, float):
         try:
-            out[name] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            out[name] = raw
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parameters_from_args(args: argparse.Namespace, pipeline: Pipeline) -> dict[str, Any]:
+    """The overrides of ``-p``/``-r``/``-f``/``-y`` (see :func:`add_parameter_options`)."""
+    return parse_parameters(
+        args.parameter,
+        pipeline,
+        raw=args.parameter_raw,
+        files=args.parameters_file,
+        yamls=args.parameters_yaml,
+    )
+
+
+def _split_item(flag: str, item: str) -> tuple[str, str]:
+    name, eq, raw = item.partition("=")
+    name = name.strip()
+    if not eq or not name.isidentifier():
+        raise UsageError(
+            f"{flag} {item!r}: write {flag} NAME VALUE (or NAME=VALUE), e.g. {flag} lr 0.1"
+        )
+    return name, raw
+
+
+def _yaml_parameters(text: str, where: str) -> dict[str, Any]:
+    import yaml
+    from papermill.iorw import NoDatesSafeLoader
+
+    try:
+        loaded = yaml.load(text, Loader=NoDatesSafeLoader) or {}
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{where}: not valid YAML ({exc})") from None
+    if not isinstance(loaded, dict):
+        raise UsageError(f"{where}: expected a YAML mapping of NAME: VALUE")
+    return dict(loaded)
+
+
+def parse_parameters(
+    items: list[str],
+    pipeline: Pipeline | None = None,
+    *,
+    raw: list[str] | None = None,
+    files: list[str] | None = None,
+    yamls: list[str] | None = None,
+) -> dict[str, Any]:
+    """The overrides given on the command line, read as papermill reads them.
+
+    papermill's order: ``-f`` files, then ``-y`` strings, then ``-p``, then ``-r`` (later
+    ones win). A ``-p`` value for a parameter whose default is a string is that text as it
+    is; otherwise papermill's rule (True/False/None, int, float, else text), and for a
+    list or dict parameter a Python literal. Types are checked later, against the
+    parameters' defaults.
+    """
+    from jupyter_pipeline.model import ParameterType
+
+    types = {p.name: p.type for p in pipeline.parameters} if pipeline is not None else {}
+    out: dict[str, Any] = {}
+    for path in files or []:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"-f {path}: cannot read it ({exc.strerror or exc})") from None
+        out.update(_yaml_parameters(text, f"-f {path}"))
+    for text in yamls or []:
+        out.update(_yaml_parameters(text, f"-y {text!r}"))
+    for item in items:
+        name, text = _split_item("-p", item)
+        kind = types.get(name)
+        if kind is ParameterType.str:
+            out[name] = text
+            continue
+        value = papermill_value(text)
+        if isinstance(value, str) and (
+            kind in (ParameterType.list, ParameterType.dict) or pipeline is None
+        ):
+            with contextlib.suppress(ValueError, SyntaxError, MemoryError, RecursionError):
+                value = ast.literal_eval(text)
+        out[name] = value
+    for item in raw or []:
+        name, text = _split_item("-r", item)
+        out[name] = text
     return out
 
 
@@ -185,22 +337,32 @@ def _duration(s: StepRun | Run) -> str:
 
 
 def _check_kernel(pipeline: Pipeline, notebook: str) -> None:
-    """Stop early (exit 2) if the notebook's kernel is not installed here."""
-    from jupyter_client.kernelspec import KernelSpecManager
+    """Stop early (exit 2) if the notebook's kernel is not installed here.
 
-    specs = KernelSpecManager().find_kernel_specs()
-    if pipeline.kernel_name not in specs:
+    The name is resolved as jupyter_client (and so papermill) resolves it when it starts
+    the kernel: case-insensitively, and ``python`` means the native kernel (``python3``).
+    """
+    from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager, NoSuchKernel
+
+    manager = KernelSpecManager()
+    name = pipeline.kernel_name
+    if name == "python":  # jupyter_client's KernelManager maps it so
+        name = NATIVE_KERNEL_NAME
+    try:
+        manager.get_kernel_spec(name)
+    except NoSuchKernel:
+        specs = manager.find_kernel_specs()
         raise UsageError(
             f"{notebook}: its kernel {pipeline.kernel_name!r} is not installed here "
             f"(installed: {', '.join(sorted(specs)) or 'none'}); install it or change the "
             "notebook's kernel"
-        )
+        ) from None
 
 
 def _resolve_params(pipeline: Pipeline, args: argparse.Namespace) -> dict[str, Any]:
     from jupyter_pipeline.runners.base import ParameterError, resolve_parameters
 
-    overrides = parse_parameters(args.parameter)
+    overrides = parameters_from_args(args, pipeline)
     try:
         resolve_parameters(pipeline, overrides)
     except ParameterError as exc:
@@ -369,10 +531,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         fork=not args.no_fork,
         html=args.html,
     )
-    with _Progress(enabled=not args.json) as progress:
-        run = runner.run(
-            pipeline, args.notebook, parameters=overrides, output=args.output, on_event=progress
-        )
+    began = time.time()
+    try:
+        with _Progress(enabled=not args.json) as progress:
+            run = runner.run(
+                pipeline, args.notebook, parameters=overrides, output=args.output, on_event=progress
+            )
+    except KeyboardInterrupt:
+        # The runner has written the merged notebook of what ran (as papermill does).
+        if (
+            args.output
+            and Path(args.output).exists()
+            and Path(args.output).stat().st_mtime >= began
+        ):
+            print(f"merged notebook: {args.output}", flush=True)
+        raise
+    args.exit_code = _exit_code(run)  # what a broken pipe (`| head`) still exits with
     if args.json:
         print(run.model_dump_json(indent=2))
     else:
@@ -380,6 +554,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = f"run {run.id} {run.state.value} in {_duration(run) or '0.0s'}"
         if cached:
             summary += f" ({cached} of {len(run.steps)} steps cached)"
+        stops = {s.error for s in run.steps if s.state.value == "skipped" and s.error}
+        stops = {e for e in stops if e.startswith("the notebook stopped")}
+        if stops and run.state.value == "succeeded":
+            summary += f" ({min(stops)})"
         print(summary)
         if args.output and Path(args.output).exists():
             print(f"merged notebook: {args.output}")
@@ -402,7 +580,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not runs:
         print(f"no runs in {store.path}")
         return EXIT_OK
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
@@ -419,7 +596,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             f"{done}/{len(r.steps)}",
             r.notebook,
         )
-    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+    stdout_console(width=200 if not sys.stdout.isatty() else None).print(table)
     return EXIT_OK
 
 
@@ -477,10 +654,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         data["metrics"] = store.get_metrics(run.id)
         print(json.dumps(data, indent=2))
         return EXIT_OK
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=200 if not sys.stdout.isatty() else None)
+    console = stdout_console(width=200 if not sys.stdout.isatty() else None)
     console.print(
         f"run [bold]{run.id}[/]  {run.pipeline}  [{_COLORS[run.state.value]}]"
         f"{run.state.value}[/]  {_duration(run)}"
@@ -578,14 +754,14 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """``jupyter-pipeline verify``: straight papermill run vs pipeline, cell by cell."""
-    import shutil
     import tempfile
 
     import nbformat
     import papermill
 
     from jupyter_pipeline.runners.local import LocalRunner
-    from jupyter_pipeline.runners.verify import compare_notebooks
+    from jupyter_pipeline.runners.verify import compare_notebooks, inject_parameters
+    from jupyter_pipeline.runtime.quiet import QuietKernelManager
 
     pipeline = analyze_or_stop(args, "verifying", include_info=False)
     overrides = _resolve_params(pipeline, args)
@@ -595,8 +771,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
         out_dir = Path(args.keep) if args.keep else Path(tmp)
         out_dir.mkdir(parents=True, exist_ok=True)
         copy = Path(tmp) / f"source-{nb_path.name}"
-        shutil.copy2(nb_path, copy)
         source = nbformat.read(str(nb_path), as_version=4)
+        language = source_language(source)
+        # The overrides go in where the pipeline applies them, also after Kale's
+        # pipeline-parameters cells, which papermill would not inject after.
+        nbformat.write(
+            inject_parameters(
+                source,
+                pipeline.parameters,
+                overrides,
+                kernel_name=pipeline.kernel_name,
+                language=language,
+            ),
+            str(copy),
+        )
         straight = out_dir / "straight.ipynb"
         merged = out_dir / "pipeline.ipynb"
         print(f"running {args.notebook} straight through with papermill…", flush=True)
@@ -605,12 +793,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
             papermill.execute_notebook(
                 str(copy),
                 str(straight),
-                parameters=overrides,
                 cwd=str(nb_path.parent),
                 kernel_name=pipeline.kernel_name,
                 # papermill insists on a language; a notebook saved without one is Python
-                language=source_language(source),
+                language=language,
                 progress_bar=False,
+                # no kernel start-up warnings, no interrupt before shutdown
+                kernel_manager_class=QuietKernelManager,
             )
         except papermill.PapermillExecutionError as exc:
             straight_failed = True

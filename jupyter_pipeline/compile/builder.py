@@ -96,8 +96,31 @@ class CompiledPackage:
     components: dict[str, StepComponent]
 
 
+# What a broken environment is told (kfp is a dependency of the project, pinned there).
+KFP_REQUIREMENTS = "'kfp==2.17.0' 'kfp-kubernetes==2.17.0'"
+
+
+def kfp_missing(exc: ImportError) -> str:
+    """The one-line message for kfp (or a package it needs) missing from this environment."""
+    return (
+        f"compiling for Kubeflow Pipelines needs kfp, which cannot be imported here ({exc}); "
+        f"reinstall jupyter-pipeline, or: pip install {KFP_REQUIREMENTS}"
+    )
+
+
 def _kfp():
-    """Import kfp's DSL and compiler lazily, without kfp's client (and Kubernetes') import cost."""
+    """Import kfp's DSL and compiler lazily, without kfp's client (and Kubernetes') import cost.
+
+    Raises:
+        CompileError: kfp, or a package it needs, is not installed (one line, no traceback).
+    """
+    try:
+        return _import_kfp()
+    except ImportError as exc:
+        raise CompileError(kfp_missing(exc)) from None
+
+
+def _import_kfp():
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"kfp(\.|$)")
     if "kfp" not in sys.modules:
         # kfp's package __init__ imports kfp.client, and with it the whole Kubernetes client
@@ -464,7 +487,10 @@ def _apply_settings(task: Any, step: Step, config: KfpConfig) -> None:
     for name, value in sorted({**config.env, **settings.env}.items()):
         task.set_env_variable(name, value)
     if config.secrets:
-        from kfp import kubernetes
+        try:
+            from kfp import kubernetes
+        except ImportError as exc:
+            raise CompileError(kfp_missing(exc)) from None
 
         for secret in config.secrets:
             kubernetes.use_secret_as_env(
@@ -492,10 +518,10 @@ def compile_package(
     Returns:
         The pipeline spec, the platform spec (Kubernetes secrets) if any, and the YAML text.
     """
-    from google.protobuf import json_format
+    _, compiler = _kfp()
+    from google.protobuf import json_format  # kfp's own dependency: importable after kfp
 
     func, plans = build_pipeline_func(pipeline, source_nb, **options)
-    _, compiler = _kfp()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pipeline.yaml"
         compiler.Compiler().compile(func, str(path))

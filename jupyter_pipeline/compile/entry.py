@@ -144,6 +144,14 @@ def run_component(spec_json: str | dict[str, Any], args: dict[str, Any]) -> None
             print("\n".join(failure.traceback), file=sys.stderr)
         raise RuntimeError(message)
 
+    if result.stopped_at is not None and spec["outputs"]:
+        # sys.exit() ended the notebook (papermill: a clean stop). Locally the later steps
+        # are skipped; a KFP run cannot skip its remaining tasks, and they need outputs this
+        # step never saved: stop the run here with the reason rather than a missing file.
+        raise RuntimeError(
+            f"step {spec['step']}: the notebook stopped at cell {result.stopped_at} "
+            "(sys.exit()); the later steps cannot run on Kubeflow without this step's outputs"
+        )
     saved = {value.name: value for value in result.outputs}
     for var, arg in spec["outputs"].items():
         artifact = args[arg]

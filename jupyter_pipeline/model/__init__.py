@@ -102,6 +102,7 @@ class DefinitionKind(str, Enum):
     function = "function"
     class_ = "class"
     state = "state"
+    derived = "derived-value"  # a computed line of a parameters cell, re-run after overrides
 
 
 class Definition(_Model):

@@ -388,15 +388,22 @@ def parse_notebook(
             used[name] = n
             new = f"{name}-{n}"
             if resumed_after:
+                message = (
+                    f"these cells continue step {base!r} after the {resumed_after} cell, "
+                    f"which runs in its own place: they form step {new!r}"
+                )
+                if not has_step_tags and split == "tags":
+                    # A newcomer never named a step: say where `main` and `main-2` come from.
+                    message = (
+                        f"no step: tags, so the notebook is one step {base!r}, split where the "
+                        f"{resumed_after} cell runs: the cells after it are step {new!r}"
+                    )
                 diag = Diagnostic(
                     code="step-split",
                     severity=Severity.info,
                     cell=tag_cell,
                     step=new,
-                    message=(
-                        f"these cells continue step {base!r} after the {resumed_after} cell, "
-                        f"which runs in its own place: they form step {new!r}"
-                    ),
+                    message=message,
                 )
             else:
                 diag = Diagnostic(

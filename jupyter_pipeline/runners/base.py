@@ -97,6 +97,21 @@ def resolve_parameters(pipeline: Pipeline, overrides: Mapping[str, Any] | None) 
     values = {p.name: p.default for p in pipeline.parameters}
     for name, value in (overrides or {}).items():
         if name not in known:
+            derived = next(
+                (
+                    d
+                    for d in pipeline.diagnostics
+                    if d.code == "parameter-derived" and name in d.names
+                ),
+                None,
+            )
+            if derived is not None:
+                params = ", ".join(known) or "none"
+                raise ParameterError(
+                    f"{name!r} is computed in the parameters cell (cell {derived.cell}, line "
+                    f"{derived.line}), not a literal parameter, so it cannot be overridden; "
+                    f"override what it is computed from (parameters: {params})"
+                )
             listed = ", ".join(known) or "none (the notebook has no parameters cell)"
             raise ParameterError(f"unknown parameter {name!r}; known parameters: {listed}")
         values[name] = check_parameter(known[name], value)

@@ -245,7 +245,12 @@ class KfpRunner:
                 warnings.simplefilter("ignore")
                 # kfp.client directly: `kfp.Client` is missing when the compiler imported kfp
                 # without its client (see jupyter_pipeline.compile.builder._kfp).
-                from kfp.client import Client
+                try:
+                    from kfp.client import Client
+                except ImportError as exc:
+                    from jupyter_pipeline.compile.builder import kfp_missing
+
+                    raise KfpError(kfp_missing(exc)) from None
 
                 kwargs: dict[str, Any] = {
                     "host": self.host,

@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import threading
@@ -68,6 +69,9 @@ _WAITING, _WARMING, _EXECUTING, _DRAINING, _DONE = (
     "draining",
     "done",
 )
+# A cell that may end the notebook cleanly (papermill: sys.exit(), sys.exit(0), raise
+# SystemExit); later steps wait for its step, so nothing after a stop runs.
+_MAY_STOP = re.compile(r"\bSystemExit\b|\b(?:sys\.)?exit\s*\(|\bquit\s*\(")
 _WATCH = 0.01  # seconds between looks for a running step's saved outputs
 _NICE = 5  # CPU niceness of kernels of steps off the critical path
 
@@ -97,6 +101,9 @@ class _Node:
     key_parts: dict[str, Any] | None = None
     executed_notebook: str | None = None
     thread: threading.Thread | None = None
+    # Earlier steps that may end the notebook (sys.exit()): this one starts only after
+    # them, as in the notebook, but their failure does not skip it (unlike ``deps``).
+    guards: list[str] = field(default_factory=list)
 
     @property
     def outputs(self) -> list[str]:
@@ -274,6 +281,7 @@ class LocalRunner:
             source_path=source_path,
             source_nb=source_nb,
             parameters=values,
+            overrides={k: values[k] for k in parameters or {}},
             run_step=run_step,
             on_event=on_event,
         )
@@ -308,6 +316,10 @@ class LocalRunner:
                     self.store.update_run(
                         run_id, state=RunState.failed, error=f"{type(exc).__name__}: {exc}"
                     )
+                elif output is not None:
+                    # Ctrl-C: like papermill, keep what ran (the interrupted cell included).
+                    with contextlib.suppress(Exception):
+                        execution.write_merged(Path(output), runtime.merge_outputs)
                 raise
             finally:
                 if in_main:
@@ -388,6 +400,7 @@ class _Execution:
         parameters: dict[str, Any],
         run_step: Callable[..., StepResult],
         on_event: EventCallback | None,
+        overrides: dict[str, Any] | None = None,
     ):
         self.runner = runner
         self.store = runner.store
@@ -397,6 +410,7 @@ class _Execution:
         self.source_path = source_path
         self.source_nb = source_nb
         self.parameters = parameters
+        self.overrides = overrides or {}  # as given (type-checked): what papermill records
         self.run_step = run_step
         self.on_event = on_event
         self.nodes: dict[str, _Node] = {}
@@ -405,6 +419,10 @@ class _Execution:
         self.cancelled = threading.Event()
         self.cancel_done = False
         self.started: float | None = None
+        # Set when a step ended the notebook cleanly (sys.exit()): the source cell (-1 if
+        # not a user cell) and the reason later steps are skipped with.
+        self.stopped: tuple[int, str] | None = None
+        self.stop_skips: set[str] = set()  # steps skipped because the notebook stopped
 
     # ------------------------------------------------------------------ setup
 
@@ -421,6 +439,13 @@ class _Execution:
                 if src in names and src not in deps and src != step.name:
                     deps.append(src)  # a data source is always a dependency, tagged or not
             self.nodes[step.name] = _Node(step=step, index=i, deps=deps, step_nb=nb, dir=d)
+        stoppers: list[str] = []
+        for step in self.pipeline.steps:
+            self.nodes[step.name].guards = [
+                s for s in stoppers if s not in self.nodes[step.name].deps
+            ]
+            if any(_MAY_STOP.search(self._cell_source(c)) for c in step.cells):
+                stoppers.append(step.name)
         # Longest remaining chain, computed from the end (steps come in notebook order, and
         # a step only depends on earlier ones).
         for node in reversed(list(self.nodes.values())):
@@ -431,6 +456,13 @@ class _Execution:
         longest = max((n.depth + n.rank for n in self.nodes.values()), default=0)
         for node in self.nodes.values():
             node.critical = node.depth + node.rank == longest
+
+    def _cell_source(self, index: int) -> str:
+        cell = self.source_nb.cells[index] if index < len(self.source_nb.cells) else {}
+        if cell.get("cell_type") != "code":
+            return ""
+        source = cell.get("source", "")
+        return "".join(source) if isinstance(source, list) else source
 
     def fork_modules(self) -> list[str]:
         """What the fork server pre-imports: the top-level imports of every step's code."""
@@ -488,6 +520,8 @@ class _Execution:
         states = [self.nodes[d].state for d in node.deps]
         if any(s.finished and s not in _FINISHED_OK for s in states):
             return "bad"
+        if any(not self.nodes[g].state.finished for g in node.guards):
+            return "pending"
         if all(s in _FINISHED_OK for s in states):
             return "ok"
         return "pending"
@@ -813,7 +847,10 @@ class _Execution:
             return
         result: StepResult | None = payload if isinstance(payload, StepResult) else None
         if result is not None and result.status == "succeeded":
-            self.succeed(node, result)
+            if result.stopped_at is not None:
+                self.stop(node, result)
+            else:
+                self.succeed(node, result)
             return
         error, cell = _describe_failure(node.step.name, payload)
         if node.attempts <= node.step.settings.retries and node.phase != _DRAINING:
@@ -883,6 +920,49 @@ class _Execution:
             error=None,
         )
 
+    def stop(self, node: _Node, result: StepResult) -> None:
+        """A step ended the notebook cleanly (``sys.exit()``, ``raise SystemExit``).
+
+        As papermill does, that run succeeds and nothing after the stopping cell runs: the
+        step counts as succeeded (not cached: it saved nothing), and every step later in
+        notebook order that has not finished is skipped (a running one is killed).
+        """
+        assert result.stopped_at is not None
+        cell = result.stopped_at
+        why = (
+            f"the notebook stopped at cell {cell}"
+            if cell >= 0
+            else f"the notebook stopped in step {node.step.name}"
+        )
+        if self.stopped is None or (0 <= cell < self.stopped[0]):
+            self.stopped = (cell, why)
+        node.phase = _DONE
+        node.executed_notebook = result.executed_notebook
+        self.set_step(
+            node,
+            state=RunState.succeeded,
+            finished=time.time(),
+            executed_notebook=result.executed_notebook,
+            html=result.html,
+            error=None,
+        )
+        for other in self.nodes.values():
+            if other.index <= node.index or other.phase in (_DONE, _DRAINING):
+                continue
+            if other.phase == _WARMING:
+                self.abort(other, "skipped")
+            elif other.phase == _EXECUTING and other.kernel_pid:
+                kill_process_tree(other.kernel_pid, other.kernel_created)
+            was_running = other.phase == _EXECUTING
+            other.phase = _DONE
+            self.stop_skips.add(other.step.name)
+            self.set_step(
+                other,
+                state=RunState.skipped,
+                finished=time.time() if was_running else None,
+                error=why,
+            )
+
     # ------------------------------------------------------------------ cancel & finish
 
     def request_cancel(self) -> None:
@@ -940,7 +1020,10 @@ class _Execution:
         failed = [n.step.name for n in self.nodes.values() if n.state is RunState.failed]
         if failed:
             state, error = RunState.failed, f"step {', '.join(failed)} failed"
-        elif all(s in _FINISHED_OK for s in states):
+        elif all(
+            s in _FINISHED_OK or (s is RunState.skipped and n.step.name in self.stop_skips)
+            for n, s in zip(self.nodes.values(), states, strict=True)
+        ):
             state, error = RunState.succeeded, None
         else:
             state, error = RunState.failed, "some steps did not run"
@@ -951,9 +1034,30 @@ class _Execution:
         """Write the source notebook with each cell's outputs from its executed step."""
         executed = {}
         for name, node in self.nodes.items():
-            if node.executed_notebook and Path(node.executed_notebook).exists():
-                executed[name] = nbformat.read(node.executed_notebook, as_version=4)
-        merged = merge_outputs(self.source_nb, executed)
+            # A step cancelled while running has no recorded notebook, but its runtime saved
+            # the cells it ran (the interrupted one included) before the kernel went.
+            path = node.executed_notebook or str(node.dir / "executed.ipynb")
+            if Path(path).exists():
+                executed[name] = nbformat.read(path, as_version=4)
+        run = self.store.get_run(self.run_id)
+        record = {
+            "run_id": self.run_id,
+            "pipeline": self.pipeline.name,
+            "source_notebook": str(self.source_path),
+            "state": run.state.value,
+            "parameters": self.parameters,
+            "steps": {
+                s.step: {"state": s.state.value, **({"error": s.error} if s.error else {})}
+                for s in run.steps
+            },
+        }
+        merged = merge_outputs(
+            self.source_nb,
+            executed,
+            parameters=self.overrides,
+            run=record,
+            stopped_at=self.stopped[0] if self.stopped else None,
+        )
         output.parent.mkdir(parents=True, exist_ok=True)
         if output.absolute() == self.source_path:
             raise ValueError(f"{output}: refusing to overwrite the source notebook")

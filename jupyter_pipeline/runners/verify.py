@@ -13,9 +13,21 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["IMAGE_MIMES", "CellDiff", "compare_notebooks", "image_fingerprints", "text_outputs"]
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
+
+    from jupyter_pipeline.model import Parameter
+
+__all__ = [
+    "IMAGE_MIMES",
+    "CellDiff",
+    "compare_notebooks",
+    "image_fingerprints",
+    "inject_parameters",
+    "text_outputs",
+]
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{6,}")
 # Image types a cell output can carry, in the order they are fingerprinted.
@@ -111,6 +123,52 @@ def text_outputs(cell: dict[str, Any], *, stderr: bool = False, images: bool = F
         elif kind == "error":
             out.append(f"[error] {o.get('ename')}: {o.get('evalue')}")
     flush()
+    return out
+
+
+def inject_parameters(
+    nb: NotebookNode,
+    parameters: list[Parameter],
+    overrides: dict[str, Any],
+    *,
+    kernel_name: str,
+    language: str,
+) -> NotebookNode:
+    """A copy of ``nb`` whose straight run sees ``overrides`` where the pipeline does.
+
+    papermill injects only after a cell tagged ``parameters``; a parameter of a Kale
+    ``pipeline-parameters`` cell would keep its default in papermill's run while the
+    pipeline uses the override, and every cell using it would "differ". So the overrides
+    are injected here, for papermill to run the notebook with no parameters of its own:
+    an ``injected-parameters`` cell (papermill's tag and code, via its translators) right
+    after the cell that defines each overridden parameter.
+
+    Args:
+        nb: The source notebook (not modified).
+        parameters: The pipeline's parameters (name, defining cell).
+        overrides: The values to inject, by name.
+        kernel_name: The notebook's kernel (papermill picks the translator by it).
+        language: The notebook's language.
+    """
+    import copy
+
+    import nbformat
+    from papermill.translators import translate_parameters
+
+    out = copy.deepcopy(nb)
+    by_cell: dict[int, dict[str, Any]] = {}
+    cell_of = {p.name: p.cell for p in parameters}
+    for name, value in overrides.items():
+        if name in cell_of:
+            by_cell.setdefault(cell_of[name], {})[name] = value
+    for cell in sorted(by_cell, reverse=True):  # from the end: earlier indices stay valid
+        injected = nbformat.v4.new_code_cell(
+            translate_parameters(kernel_name, language, by_cell[cell], "Injected parameters")
+        )
+        injected.metadata["tags"] = ["injected-parameters"]
+        out.cells.insert(cell + 1, injected)
+    if overrides:
+        out.metadata.setdefault("papermill", {})["parameters"] = dict(overrides)
     return out
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 # Bump when the step notebook layout or the saved-value formats change: runners put it in
 # their cache keys, so values saved by an older runtime are never reused.
-RUNTIME_VERSION = "1"
+RUNTIME_VERSION = "2"  # 2: runtime 1 cached a step stopped by sys.exit() as succeeded
 
 __all__ = [
     "RUNTIME_VERSION",

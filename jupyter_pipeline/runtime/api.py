@@ -86,5 +86,10 @@ class StepResult(_Model):
     executed_notebook: str
     html: str | None = None
     failure: StepFailure | None = None
+    stopped_at: int | None = Field(
+        None,
+        description="Source cell that ended the notebook cleanly (sys.exit(), sys.exit(0), "
+        "raise SystemExit): the step succeeded, saved nothing, and no later cell runs",
+    )
     started: float
     finished: float

@@ -26,6 +26,7 @@ from jupyter_pipeline.runtime.api import SavedValue, StepFailure, StepRequest, S
 from jupyter_pipeline.runtime.kernel import METRICS_FILE, OUTPUTS_FILE
 from jupyter_pipeline.runtime.notebook import (
     DEFINITIONS_TAG,
+    DERIVED_TAG,
     LOAD_TAG,
     META_KEY,
     PARAMETERS_TAG,
@@ -87,8 +88,10 @@ class _Context:
         self.on_kernel = on_kernel
         self.fork_server = fork_server
         self.nb: NotebookNode | None = None
+        self.parameters: dict[str, Any] = {}  # the overrides papermill injects
         self.pid: int | None = None
         self.ready_error: BaseException | None = None
+        self.granted = ready is None  # a warming step has its inputs (its own cells may run)
         self.crash: tuple[int, BaseException] | None = None
         # Unix sockets instead of TCP ports between runner and kernel: a TCP port is picked
         # by binding and releasing it, and another process starting kernels at the same
@@ -108,6 +111,7 @@ class _Context:
             except BaseException as exc:
                 self.ready_error = exc
                 raise
+            self.granted = True
             return {k: os.path.abspath(v) for k, v in found.items()}
         return {k: os.path.abspath(v) for k, v in self.request.inputs.items()}
 
@@ -118,11 +122,14 @@ def _register_engine() -> None:
     from papermill.log import logger
     from papermill.utils import remove_args
 
+    from jupyter_pipeline.runtime.quiet import no_interrupt_at_shutdown
+
     class Client(PapermillNotebookClient):
         jp: _Context
 
         def create_kernel_manager(self) -> Any:
             km = super().create_kernel_manager()
+            no_interrupt_at_shutdown(km)  # no "KeyboardInterrupt caught in kernel" in logs
             if self.jp.fork_server is not None:
                 km.fork_server = self.jp.fork_server
             if self.jp.ipc_dir is not None:
@@ -161,6 +168,23 @@ def _register_engine() -> None:
                 if LOAD_TAG in tags:
                     # Pre-warming ends here: parameters and definitions already ran.
                     cell.source = render_load(self.jp.inputs())
+                elif DERIVED_TAG in tags:
+                    # The step's parameters lines again (defaults, computed lines), then the
+                    # overrides: what papermill's one parameters cell + injection leave.
+                    derived = cell.metadata.get(META_KEY, {})
+                    defaults = derived.get("defaults", {})
+                    overrides = {
+                        k: v
+                        for k, v in self.jp.parameters.items()
+                        if k not in defaults or v != defaults[k]
+                    }
+                    cell.source = derived.get("code", cell.source)
+                    if overrides:
+                        from papermill.translators import translate_parameters
+
+                        cell.source += "\n" + translate_parameters(
+                            self.kernel_name, "python", overrides, "Parameters"
+                        )
                 elif SAVE_TAG in tags:
                     cell.source = render_save(
                         os.path.abspath(request.output_dir),
@@ -199,6 +223,11 @@ def _register_engine() -> None:
         def save(self, **kwargs: Any) -> None:
             if self.final and self.papermill_writes:
                 return  # written once, by papermill (with its error markers if a cell failed)
+            if self.jp is not None and not self.jp.granted and not self.final:
+                # Warming: only generated cells ran, and a cache hit may be about to put the
+                # step's notebook where this would write (a slow kernel start made the
+                # once-a-second save land here before the abort).
+                return
             aborted = self.jp is not None and self.jp.ready_error is not None
             if aborted and self.output_path and os.path.exists(self.output_path):
                 # A warm-up stopped before its inputs came ran no cell of the user's: it must
@@ -276,6 +305,21 @@ def _register_engine() -> None:
             return client.execute(**(jp_kernel_kwargs or {}))
 
     papermill_engines.register(ENGINE_NAME, Engine)
+    logger.addFilter(_quiet_kernel_death)
+
+
+def _quiet_kernel_death(record: Any) -> bool:
+    """Drop nbclient's "Kernel died …" lines (logged on papermill's logger).
+
+    A step's kernel dies when a run is cancelled (Ctrl-C, ``cancel``): that is no error to
+    print. When it dies by itself, the step's failure says so ("DeadKernelError: Kernel
+    died", with the cell), once, where the other failures are shown.
+    """
+    message = str(record.msg)
+    return not (
+        message.startswith("Kernel died")
+        or message.startswith("Error occurred while starting new kernel client")
+    )
 
 
 _REGISTER_LOCK = threading.Lock()
@@ -355,6 +399,13 @@ def _find_failure(
             message = f"step {step} failed replaying its imports and definitions{where}: {what}"
         elif LOAD_TAG in tags:
             message = f"step {step} failed loading its inputs: {what}"
+        elif DERIVED_TAG in tags:
+            cells = cell.get("metadata", {}).get(META_KEY, {}).get("cells") or [None]
+            index = cells[0]
+            message = (
+                f"step {step} failed in cell {index} computing a value in the parameters cell: "
+                f"{what}"
+            )
         elif SAVE_TAG in tags:
             if ename == "UnserializableValue":
                 message = f"step {step}: {evalue}"
@@ -367,9 +418,58 @@ def _find_failure(
         return StepFailure(
             step=step, cell=index, ename=ename, evalue=evalue, traceback=traceback, message=message
         )
+    # A cell can fail without an error output: IPython reports a line magic's UsageError
+    # on stderr and only the execute reply says "error". papermill's own record of the cell
+    # (metadata.papermill.exception) says which cell; its stderr says what went wrong.
+    for cell in nb.cells:
+        if cell.get("metadata", {}).get("papermill", {}).get("exception") is not True:
+            continue
+        if clean_stop(cell):
+            continue
+        stderr = "".join(
+            "".join(o.get("text", ""))
+            for o in cell.get("outputs", [])
+            if o.get("output_type") == "stream" and o.get("name") == "stderr"
+        )
+        lines = [ln.strip() for ln in _ANSI.sub("", stderr).splitlines() if ln.strip()]
+        ename, evalue = "CellExecutionError", lines[-1] if lines else ""
+        match = re.match(r"([A-Za-z_][\w.]*(?:Error|Exception|Warning)): ?(.*)$", evalue)
+        if match:
+            ename, evalue = match.group(1), match.group(2)
+        index = _source_cell(cell)
+        what = f"{ename}: {evalue}" if evalue else ename
+        where = f" in cell {index}" if index is not None else ""
+        return StepFailure(
+            step=step,
+            cell=index,
+            ename=ename,
+            evalue=evalue,
+            traceback=lines,
+            message=f"step {step} failed{where}: {what}",
+        )
     return StepFailure(
         step=step, ename="StepError", evalue="", message=f"step {step} failed (no error recorded)"
     )
+
+
+def clean_stop(cell: Any) -> bool:
+    """Whether a cell ended the notebook cleanly: ``sys.exit()``, ``sys.exit(0)`` or ``raise
+    SystemExit`` (papermill's rule: such a run succeeds and the later cells do not run)."""
+    return any(
+        o.get("output_type") == "error"
+        and o.get("ename") == "SystemExit"
+        and o.get("evalue") in ("", "0")
+        for o in cell.get("outputs", [])
+    )
+
+
+def _stopped_at(nb: NotebookNode) -> int | None:
+    """The source cell where a step's run ended with a clean stop, if it did."""
+    for cell in nb.cells:
+        if cell.get("cell_type") == "code" and clean_stop(cell):
+            index = _source_cell(cell)
+            return index if index is not None else -1
+    return None
 
 
 def _export_html(notebook_path: str) -> str:
@@ -464,6 +564,7 @@ def run_step(
     wanted = step_meta.get("parameters")
     parameters = {k: v for k, v in request.parameters.items() if wanted is None or k in set(wanted)}
     ctx = _Context(request, ready, on_kernel, None if request.env else fork_server)
+    ctx.parameters = parameters
     cwd = os.path.abspath(request.cwd) if request.cwd else os.getcwd()
 
     log = open(request.log_path, "a", encoding="utf-8") if request.log_path else None  # noqa: SIM115
@@ -514,10 +615,12 @@ def run_step(
         if request.html and os.path.exists(executed_path):
             html = _export_html(executed_path)
 
-    outputs, metrics = ([], {}) if failure else read_outputs(output_dir)
+    stopped = _stopped_at(ctx.nb) if failure is None and ctx.nb is not None else None
+    outputs, metrics = ([], {}) if failure or stopped is not None else read_outputs(output_dir)
     result = StepResult(
         step=request.step,
         status="failed" if failure else "succeeded",
+        stopped_at=stopped,
         outputs=outputs,
         metrics=metrics,
         executed_notebook=executed_path,

@@ -9,11 +9,12 @@ from typing import Any
 import nbformat
 from nbformat import NotebookNode
 
-from jupyter_pipeline.model import Pipeline
+from jupyter_pipeline.model import DefinitionKind, Pipeline
 from jupyter_pipeline.runtime.kernel import state_key
 
 __all__ = [
     "DEFINITIONS_TAG",
+    "DERIVED_TAG",
     "LOAD_TAG",
     "PARAMETERS_TAG",
     "SAVE_TAG",
@@ -26,6 +27,7 @@ __all__ = [
 PARAMETERS_TAG = "parameters"
 DEFINITIONS_TAG = "jupyter-pipeline-definitions"
 LOAD_TAG = "jupyter-pipeline-load"
+DERIVED_TAG = "jupyter-pipeline-derived"
 SAVE_TAG = "jupyter-pipeline-save"
 META_KEY = "jupyter_pipeline"
 _KERNEL_MODULE = "jupyter_pipeline.runtime.kernel"
@@ -123,7 +125,10 @@ def build_step_notebook(
     # during pre-warming; the trailing `pass` keeps a snippet's last expression from displaying.
     lines: list[str] = []
     snippets = []
+    derived = [d for d in step.definitions if d.kind is DefinitionKind.derived]
     for d in step.definitions:
+        if d.kind is DefinitionKind.derived:
+            continue
         source = d.source.rstrip("\n")
         snippets.append(
             {
@@ -138,6 +143,26 @@ def build_step_notebook(
     nb.cells.append(
         _generated("\n".join(lines), DEFINITIONS_TAG, "jp-definitions", snippets=snippets)
     )
+    if derived:
+        # papermill runs a parameters cell's computed lines before its injected overrides, so
+        # they see the defaults: run the step's parameters lines again here, in their order
+        # (defaults, computed lines), then the overrides again (filled in at run time).
+        parts = [(p.cell, p.line, p.source) for p in pipeline.parameters if p.name in wanted]
+        parts += [(d.cell, d.line, d.source) for d in derived]
+        source = "\n".join(src for _, _, src in sorted(parts))
+        nb.cells.append(
+            _generated(
+                source,
+                DERIVED_TAG,
+                "jp-derived",
+                code=source,
+                cells=sorted({d.cell for d in derived}),
+                # Runners inject every parameter a step reads; only values other than the
+                # default are overrides to apply again (a default would undo an in-place
+                # change such as `layers.append(2)`).
+                defaults={p.name: p.default for p in pipeline.parameters if p.name in wanted},
+            )
+        )
     nb.cells.append(_generated(render_load(dict.fromkeys(inputs)), LOAD_TAG, "jp-load"))
 
     seen_ids = {c.id for c in nb.cells}
@@ -163,17 +188,31 @@ def build_step_notebook(
     return nb
 
 
-def merge_outputs(source_nb: NotebookNode, executed: dict[str, NotebookNode]) -> NotebookNode:
+def merge_outputs(
+    source_nb: NotebookNode,
+    executed: dict[str, NotebookNode],
+    *,
+    parameters: Mapping[str, Any] | None = None,
+    run: Mapping[str, Any] | None = None,
+    stopped_at: int | None = None,
+) -> NotebookNode:
     """The source notebook with every code cell's outputs taken from its executed step.
 
     Each executed step notebook cell carrying ``metadata.jupyter_pipeline.source_cell``
-    gives that source cell its outputs and execution count; code cells no step ran
-    (skipped cells) come out empty, as papermill would clear them. The notebook "as if run
-    top to bottom". Neither argument is modified.
+    gives that source cell its outputs and execution count, and records the step in the
+    cell's ``metadata.jupyter_pipeline.step``; code cells no step ran (skipped cells, cells
+    after a clean stop) come out empty, as papermill leaves cells it did not run. The
+    notebook "as if run top to bottom". Neither argument is modified.
 
     Args:
         source_nb: The user's notebook.
         executed: Step name → executed step notebook.
+        parameters: The parameter overrides of the run, recorded as papermill records them:
+            an ``injected-parameters`` cell after the parameters cell (when there are any)
+            and ``metadata.papermill.parameters``.
+        run: The run's own record, kept in ``metadata.jupyter_pipeline`` (run id, …).
+        stopped_at: Source cell at which the notebook ended cleanly (``sys.exit()``): later
+            cells are left unrun.
 
     Returns:
         A new notebook.
@@ -181,19 +220,62 @@ def merge_outputs(source_nb: NotebookNode, executed: dict[str, NotebookNode]) ->
     merged = nbformat.from_dict(source_nb)  # builds every dict and list anew: a deep copy
     merged.metadata.pop("papermill", None)
     filled: set[int] = set()
-    for step_nb in executed.values():
+    for step_name, step_nb in executed.items():
         for cell in step_nb.get("cells", []):
             index = cell.get("metadata", {}).get(META_KEY, {}).get("source_cell")
             if index is None or not 0 <= index < len(merged.cells):
                 continue
             target = merged.cells[index]
+            target.setdefault("metadata", {})[META_KEY] = {"step": step_name}
             if target.cell_type != "code" or cell.get("cell_type") != "code":
+                continue
+            if stopped_at is not None and index > stopped_at >= 0:
                 continue
             target.outputs = copy.deepcopy(cell.get("outputs", []))
             target.execution_count = cell.get("execution_count")
+            if "papermill" in cell.get("metadata", {}):
+                target.metadata["papermill"] = copy.deepcopy(cell["metadata"]["papermill"])
             filled.add(index)
     for index, cell in enumerate(merged.cells):
         if cell.cell_type == "code" and index not in filled:
             cell.outputs = []
             cell.execution_count = None
+    if parameters is not None:
+        _record_parameters(merged, dict(parameters))
+    if run is not None:
+        merged.metadata[META_KEY] = dict(run)
     return merged
+
+
+def _record_parameters(nb: NotebookNode, parameters: dict[str, Any]) -> None:
+    """Record parameter overrides as papermill does (``papermill.parameterize_notebook``).
+
+    The ``injected-parameters`` cell replaces one already there, else follows the last
+    parameters cell (papermill's ``parameters`` tag or Kale's ``pipeline-parameters``), else
+    goes first. Without overrides papermill adds no cell, and neither does this.
+    """
+    nb.metadata["papermill"] = {"parameters": parameters}
+    if not parameters:
+        return
+    from papermill.translators import translate_parameters
+
+    kernel = nb.metadata.get("kernelspec", {}).get("name") or "python3"
+    language = (
+        nb.metadata.get("language_info", {}).get("name")
+        or nb.metadata.get("kernelspec", {}).get("language")
+        or "python"
+    )
+    cell = nbformat.v4.new_code_cell(
+        translate_parameters(kernel, language, parameters, "Parameters")
+    )
+    cell.metadata["tags"] = ["injected-parameters"]
+    tags = [c.get("metadata", {}).get("tags", []) or [] for c in nb.cells]
+    injected = [i for i, t in enumerate(tags) if "injected-parameters" in t]
+    params = [i for i, t in enumerate(tags) if {"parameters", "pipeline-parameters"} & set(t)]
+    if injected:
+        cell.id = nb.cells[injected[0]].get("id", cell.id)
+        nb.cells[injected[0]] = cell
+    elif params:
+        nb.cells.insert(params[-1] + 1, cell)
+    else:
+        nb.cells.insert(0, cell)

@@ -48,7 +48,7 @@ from jupyter_pipeline.runtime.execute import read_outputs
 from jupyter_pipeline.runtime.kernel import state_key
 from jupyter_pipeline.store import RunStore, kill_process_tree, process_alive, process_started
 
-__all__ = ["LocalRunner"]
+__all__ = ["KeyFlights", "LocalRunner"]
 
 _FINISHED_OK = (RunState.succeeded, RunState.cached)
 _POLL = 0.25  # seconds between checks of the store's cancel flag while waiting
@@ -94,6 +94,8 @@ class _Node:
     input_digests: dict[str, str] = field(default_factory=dict)
     saved: dict[str, SavedValue] = field(default_factory=dict)
     cache_key: str | None = None
+    held: bool = False  # another run of this runner computes the same step (same key)
+    claimed: bool = False  # this node holds its key's flight (see LocalRunner.flights)
     executed_notebook: str | None = None
     thread: threading.Thread | None = None
 
@@ -146,6 +148,9 @@ class LocalRunner:
         self.html = html
         self._run_step = run_step
         self.fork = fork and run_step is None
+        # Single flight per cache key across this runner's runs (set by a sweep, whose trials
+        # start the same shared steps at the same moment): None means every run on its own.
+        self.flights: KeyFlights | None = None
         self._active: dict[str, _Execution] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
@@ -351,6 +356,30 @@ def cancel_run(store: RunStore, run_id: str) -> bool:
     return True
 
 
+class KeyFlights:
+    """Which cache keys a run of one runner is computing right now.
+
+    A step whose key another run is computing waits for that result (a cache hit once it is
+    published) instead of computing it a second time; if the other run fails or is
+    cancelled, the key is released and the waiting step computes it itself.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owners: dict[str, str] = {}
+
+    def claim(self, key: str, owner: str) -> bool:
+        """Take ``key`` for ``owner``; False if someone else holds it."""
+        with self._lock:
+            return self._owners.setdefault(key, owner) == owner
+
+    def release(self, key: str, owner: str) -> None:
+        """Give ``key`` back (only its owner can)."""
+        with self._lock:
+            if self._owners.get(key) == owner:
+                del self._owners[key]
+
+
 class _Execution:
     """One run in progress: the scheduler's state and its loop."""
 
@@ -535,13 +564,15 @@ class _Execution:
                 elif deps == "ok" and node.cache_key is None:
                     self.resolve_inputs(node)
                     node.cache_key = self.key(node)
-                    if self.try_cache(node):
+                    if self.try_cache(node) or self.claim(node):
                         changed = True
+                elif node.held and (self.try_cache(node) or self.claim(node)):
+                    changed = True
         executing, warming = self.counts()
         ready = [
             n
             for n in self.nodes.values()
-            if n.phase in (_WAITING, _WARMING) and self.deps_state(n) == "ok"
+            if n.phase in (_WAITING, _WARMING) and not n.held and self.deps_state(n) == "ok"
         ]
         # Warm ones first (their kernel is up), then the longest chain ahead, then notebook order.
         ready.sort(key=lambda n: (n.phase != _WARMING, -n.rank, n.index))
@@ -559,7 +590,7 @@ class _Execution:
         for node in sorted(self.nodes.values(), key=lambda n: (-n.rank, n.index)):
             if warming >= self.runner.prewarm_limit:
                 break
-            if node.phase != _WAITING or node.warm_failed:
+            if node.phase != _WAITING or node.warm_failed or node.held:
                 continue
             # Critical path first, and only steps whose dependencies are all under way
             # (warming included, so a chain warms several steps ahead), or ready steps that
@@ -580,6 +611,26 @@ class _Execution:
             env=node.step.settings.env,
             files=files_read(node.step_nb, self.source_path.parent),
         )
+
+    def claim(self, node: _Node) -> bool:
+        """Take the node's key unless another run computes it; True once the node is held.
+
+        Only a sweep's runner has flights; a step that is not cached cannot be shared.
+        """
+        flights = self.runner.flights
+        if flights is None or node.cache_key is None or node.claimed:
+            return False
+        if not (self.runner.cache_enabled and self.cacheable(node)):
+            return False
+        node.claimed = flights.claim(node.cache_key, f"{self.run_id}/{node.step.name}")
+        was_held, node.held = node.held, not node.claimed
+        return was_held != node.held
+
+    def release(self, node: _Node) -> None:
+        """Give the node's key back: its result is in the cache, or it will not be."""
+        if node.claimed and self.runner.flights is not None and node.cache_key is not None:
+            self.runner.flights.release(node.cache_key, f"{self.run_id}/{node.step.name}")
+        node.claimed = node.held = False
 
     def cacheable(self, node: _Node) -> bool:
         return node.step.settings.cache is not False
@@ -797,6 +848,7 @@ class _Execution:
             self.launch(node, warm=False)
             return
         node.phase = _DONE
+        self.release(node)
         fields: dict[str, Any] = {}
         if result is not None:
             fields["executed_notebook"] = result.executed_notebook
@@ -841,6 +893,7 @@ class _Execution:
                 executed_notebook=result.executed_notebook,
                 log=node.dir / "log.txt",
             )
+        self.release(node)
         node.phase = _DONE
         if drained:  # already recorded as succeeded when its outputs appeared
             self.set_step(node, executed_notebook=result.executed_notebook, html=result.html)
@@ -891,6 +944,7 @@ class _Execution:
                     )
         now = time.time()
         for node in self.nodes.values():
+            self.release(node)
             if node.phase == _DRAINING:  # its outputs were saved: it did succeed
                 node.phase = _DONE
                 continue
@@ -909,6 +963,8 @@ class _Execution:
         self.emit("run")
 
     def finish(self) -> None:
+        for node in self.nodes.values():
+            self.release(node)
         if self.cancel_done:
             return
         states = [n.state for n in self.nodes.values()]

@@ -85,8 +85,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(handler=cmd_runs)
 
-    p = sub.add_parser("show", help="show one run: steps, states, timings, paths")
-    p.add_argument("run", help="run id (or a unique prefix)")
+    p = sub.add_parser("show", help="show one run (steps, states, timings, paths) or a sweep")
+    p.add_argument("run", help="run or sweep id (or a unique prefix)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--store", help=store_help)
     p.set_defaults(handler=cmd_show)
@@ -98,8 +98,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", help=store_help)
     p.set_defaults(handler=cmd_logs)
 
-    p = sub.add_parser("cancel", help="cancel a running run (kills its kernels)")
-    p.add_argument("run", help="run id (or a unique prefix)")
+    p = sub.add_parser("cancel", help="cancel a running run or sweep (kills its kernels)")
+    p.add_argument("run", help="run or sweep id (or a unique prefix)")
     p.add_argument("--store", help=store_help)
     p.set_defaults(handler=cmd_cancel)
 
@@ -435,6 +435,10 @@ def _prune(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     """``jupyter-pipeline show``."""
     store = _open_store(args)
+    if store.is_sweep_id(args.run):
+        from jupyter_pipeline.cli.sweep import show_sweep
+
+        return show_sweep(store, args.run, args.json)
     run = _get_run(store, args.run)
     if args.json:
         data = run.model_dump(mode="json")
@@ -457,6 +461,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         console.print(f"run dir: {run.run_dir}", highlight=False)
     if run.url:
         console.print(f"url: {run.url}", highlight=False)
+    if run.sweep_id:
+        console.print(f"trial {run.trial} of sweep {run.sweep_id}", highlight=False)
     if run.error:
         console.print(f"error: {run.error}", highlight=False, markup=False)
     table = Table(box=None, pad_edge=False)
@@ -515,6 +521,10 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     from jupyter_pipeline.runners.local import cancel_run
 
     store = _open_store(args)
+    if store.is_sweep_id(args.run):
+        from jupyter_pipeline.cli.sweep import cancel_sweep_command
+
+        return cancel_sweep_command(store, args.run)
     run = _get_run(store, args.run)
     if run.backend == "kfp" and not run.state.finished:
         # A KFP run is terminated on the cluster (the runner there is KFP, not a process here).

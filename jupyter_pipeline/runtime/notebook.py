@@ -56,11 +56,16 @@ def render_save(output_dir: str | None, outputs: list[str], metrics: list[str]) 
 
 
 def _generated(source: str, tag: str, cell_id: str, **meta: Any) -> NotebookNode:
-    cell = nbformat.v4.new_code_cell(source)
-    cell.id = cell_id
-    cell.metadata["tags"] = [tag]
-    cell.metadata[META_KEY] = {"generated": tag, **meta}
-    return cell
+    # What nbformat.v4.new_code_cell builds, without its schema validation of a cell whose
+    # shape is fixed here (a few ms a cell: a runner builds every step's notebook).
+    return NotebookNode(
+        id=cell_id,
+        cell_type="code",
+        metadata=NotebookNode(tags=[tag], **{META_KEY: NotebookNode(generated=tag, **meta)}),
+        execution_count=None,
+        source=source,
+        outputs=[],
+    )
 
 
 def build_step_notebook(
@@ -88,7 +93,8 @@ def build_step_notebook(
     step = pipeline.step(step_name)
     if not isinstance(source_nb, NotebookNode):
         source_nb = nbformat.from_dict(source_nb)
-    nb = nbformat.v4.new_notebook()
+    # nbformat.v4.new_notebook(), without validating an empty notebook.
+    nb = NotebookNode(nbformat=4, nbformat_minor=nbformat.v4.nbformat_minor, cells=[])
     nb.metadata = copy.deepcopy(source_nb.get("metadata", {}))
     nb.metadata.pop("papermill", None)
     nb.metadata.setdefault(

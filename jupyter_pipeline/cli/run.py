@@ -129,6 +129,12 @@ def _run_options(p: argparse.ArgumentParser, cache: bool = True) -> None:
     if cache:
         p.add_argument("--no-cache", action="store_true", help="re-run every step")
     p.add_argument("--no-prewarm", action="store_true", help="start kernels only when needed")
+    p.add_argument(
+        "--allow-cpu",
+        action="store_true",
+        help="run steps tagged limit:nvidia.com/gpu:N (or limit:gpu:N) on the CPU, with the "
+        "GPUs hidden, when this machine has fewer than N (default: refuse the run)",
+    )
     add_split_option(p)
 
 
@@ -332,11 +338,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         prewarm=not args.no_prewarm,
         fork=not args.no_fork,
         html=args.html,
+        allow_cpu=args.allow_cpu,
     )
+    from jupyter_pipeline.runners.gpus import GpuUnavailable
+
     with _Progress(enabled=not args.json) as progress:
-        run = runner.run(
-            pipeline, args.notebook, parameters=overrides, output=args.output, on_event=progress
-        )
+        try:
+            run = runner.run(
+                pipeline, args.notebook, parameters=overrides, output=args.output, on_event=progress
+            )
+        except GpuUnavailable as exc:
+            raise UsageError(str(exc)) from None
     if args.json:
         print(run.model_dump_json(indent=2))
     else:
@@ -595,11 +607,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
             max_parallel=args.max_parallel,
             cache=False,
             prewarm=not args.no_prewarm,
+            allow_cpu=args.allow_cpu,
         )
+        from jupyter_pipeline.runners.gpus import GpuUnavailable
+
         with _Progress(enabled=True) as progress:
-            run = runner.run(
-                pipeline, nb_path, parameters=overrides, output=merged, on_event=progress
-            )
+            try:
+                run = runner.run(
+                    pipeline, nb_path, parameters=overrides, output=merged, on_event=progress
+                )
+            except GpuUnavailable as exc:
+                raise UsageError(str(exc)) from None
         diffs = compare_notebooks(
             nbformat.read(str(straight), as_version=4),
             nbformat.read(str(merged), as_version=4),

@@ -32,30 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "of the store (see `runs`, `show`, `logs`, `cancel`); `show SWEEP` prints the table.",
     )
     p.add_argument("notebook", help="the .ipynb to sweep (never modified)")
-    p.add_argument(
-        "-g",
-        "--grid",
-        action="append",
-        default=[],
-        required=True,
-        metavar="NAME=V1,V2,...",
-        help="values of one parameter to try (repeatable; values parse like -p)",
-    )
-    p.add_argument(
-        "-p",
-        "--parameter",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="fix a parameter that is not swept",
-    )
-    p.add_argument("--random", type=int, metavar="N", help="run N trials drawn from the grid")
-    p.add_argument("--seed", type=int, help="seed of --random's draw")
+    _plan_options(p, required=True)
     p.add_argument("--max-parallel", type=int, metavar="N", help="trials at once (default: CPUs)")
-    p.add_argument("--metric", help="metric that ranks trials (default: the first metric)")
-    goal = p.add_mutually_exclusive_group()
-    goal.add_argument("--maximize", action="store_true", help="larger is better (default)")
-    goal.add_argument("--minimize", action="store_true", help="smaller is better")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print the finished sweep as JSON")
     out.add_argument("--csv", metavar="FILE", help="also write the trials table as CSV")
@@ -66,11 +44,204 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", help=_STORE_HELP)
     p.set_defaults(handler=cmd_sweep)
 
+    p = sub.add_parser(
+        "run-compiled",
+        help="run a compiled pipeline YAML here with kfp.local (what a Katib trial runs)",
+        description="Run a pipeline YAML written by `compile` with kfp.local in this "
+        "environment (every task a subprocess running the step runtime) and print its "
+        "metrics as NAME=VALUE lines (Katib's StdOut metrics collector reads them).",
+    )
+    p.add_argument("pipeline", help="the compiled pipeline YAML")
+    p.add_argument(
+        "-p",
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="pipeline input value (repeatable)",
+    )
+    p.add_argument("--root", metavar="DIR", help="keep the tasks' outputs in DIR")
+    p.add_argument(
+        "--print-metrics", action="store_true", help="print the metrics as NAME=VALUE lines"
+    )
+    p.set_defaults(handler=cmd_run_compiled)
+
     p = sub.add_parser("sweeps", help="list recent sweeps")
     p.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--store", help=_STORE_HELP)
     p.set_defaults(handler=cmd_sweeps)
+
+
+def _plan_options(p: argparse.ArgumentParser, required: bool) -> None:
+    """The options that say what to sweep (``sweep`` and ``compile --sweep/--katib``)."""
+    p.add_argument(
+        "-g",
+        "--grid",
+        action="append",
+        default=[],
+        required=required,
+        metavar="NAME=V1,V2,...",
+        help="values of one parameter to try (repeatable; values parse like -p)",
+    )
+    if required:  # compile has no -p of its own: the sweep's fixed values
+        p.add_argument(
+            "-p",
+            "--parameter",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="fix a parameter that is not swept",
+        )
+    p.add_argument("--random", type=int, metavar="N", help="run N trials drawn from the grid")
+    p.add_argument("--seed", type=int, help="seed of --random's draw")
+    p.add_argument("--metric", help="metric that ranks trials (default: the first metric)")
+    goal = p.add_mutually_exclusive_group()
+    goal.add_argument("--maximize", action="store_true", help="larger is better (default)")
+    goal.add_argument("--minimize", action="store_true", help="smaller is better")
+
+
+def add_compile_sweep_options(p: argparse.ArgumentParser) -> None:
+    """``compile``'s sweep options: ``--sweep``, ``--katib FILE`` and what to sweep."""
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="compile a sweep: the steps that read no swept parameter once, then a "
+        "ParallelFor over the trials around the rest",
+    )
+    p.add_argument(
+        "--katib",
+        metavar="FILE",
+        help="also write a Katib Experiment (kubeflow.org/v1beta1) sweeping the pipeline, "
+        "with a ConfigMap holding it, to FILE",
+    )
+    p.add_argument(
+        "--parallelism", type=int, metavar="N", help="trials at once on the cluster (default: all)"
+    )
+    p.add_argument(
+        "-p",
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="with --sweep/--katib: fix a parameter that is not swept",
+    )
+    p.add_argument("--namespace", help="with --katib: namespace of the Experiment")
+    _plan_options(p, required=False)
+
+
+def _plan(args: argparse.Namespace, pipeline: Any) -> Any:
+    """The sweep plan of the command line (exit 2 on bad values)."""
+    from jupyter_pipeline.cli.run import parse_parameters
+    from jupyter_pipeline.runners.base import ParameterError
+    from jupyter_pipeline.runners.sweep import parse_grid, plan_sweep
+
+    if args.seed is not None and args.random is None:
+        raise UsageError("--seed goes with --random N")
+    try:
+        return plan_sweep(
+            pipeline,
+            parse_grid(args.grid),
+            parse_parameters(args.parameter),
+            sample=args.random,
+            seed=args.seed,
+        )
+    except ParameterError as exc:
+        raise UsageError(f"{args.notebook}: {exc}") from None
+
+
+def _metric(args: argparse.Namespace, pipeline: Any) -> str | None:
+    metrics = [m.name for m in pipeline.metrics]
+    if args.metric is not None and args.metric not in metrics:
+        known = ", ".join(metrics) or "none (the notebook has no pipeline-metrics cell)"
+        raise UsageError(f"{args.notebook}: --metric {args.metric}: known metrics: {known}")
+    return args.metric or (metrics[0] if metrics else None)
+
+
+def compile_sweep_command(
+    args: argparse.Namespace, nb: Any, pipeline: Any, config: Any, options: dict[str, Any]
+) -> int:
+    """``compile NB --sweep -g …`` and/or ``--katib FILE``."""
+    import yaml
+
+    from jupyter_pipeline.compile import CompileError, compile_package
+    from jupyter_pipeline.compile.katib import katib_documents
+    from jupyter_pipeline.compile.sweep import compile_sweep_package
+
+    if not args.grid:
+        raise UsageError("--sweep and --katib need what to sweep: -g NAME=V1,V2,...")
+    if args.parallelism is not None and args.parallelism < 1:
+        raise UsageError("--parallelism must be at least 1")
+    plan = _plan(args, pipeline)
+    metric = _metric(args, pipeline)
+    stem = Path(args.notebook).stem
+    try:
+        if args.sweep:
+            out = Path(args.output) if args.output else Path(f"{stem}.sweep.yaml")
+            package = compile_sweep_package(
+                pipeline, nb, plan, parallelism=args.parallelism, config=config, **options
+            )
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(package.yaml, encoding="utf-8")
+            shared = ", ".join(plan.shared) or "no step"
+            print(
+                f"wrote {out} (pipeline {pipeline.name}-sweep: {shared} once, then a "
+                f"ParallelFor over {len(plan.trials)} trials of {', '.join(plan.dependent)})"
+            )
+        if args.katib:
+            if metric is None:
+                raise UsageError(
+                    f"{args.notebook}: --katib needs an objective, and the notebook has no "
+                    "pipeline-metrics cell; add one (print(accuracy)) to sweep it with Katib"
+                )
+            plain = compile_package(pipeline, nb, config=config, **options)
+            image = next(iter(plain.components.values())).image
+            docs = katib_documents(
+                pipeline,
+                plan,
+                plain.yaml,
+                image=options.get("image") or image,
+                metric=metric,
+                maximize=not args.minimize,
+                parallelism=args.parallelism,
+                sample=args.random,
+                seed=args.seed,
+                namespace=args.namespace,
+            )
+            katib = Path(args.katib)
+            katib.parent.mkdir(parents=True, exist_ok=True)
+            katib.write_text(yaml.safe_dump_all(docs, sort_keys=False), encoding="utf-8")
+            print(
+                f"wrote {katib} (Katib Experiment {docs[1]['metadata']['name']}: "
+                f"{docs[1]['spec']['algorithm']['algorithmName']} over "
+                f"{', '.join(plan.axes)}, objective {metric}; apply with kubectl apply -f)"
+            )
+    except CompileError as exc:
+        raise UsageError(str(exc)) from None
+    return EXIT_OK
+
+
+def cmd_run_compiled(args: argparse.Namespace) -> int:
+    """``jupyter-pipeline run-compiled PIPELINE.yaml -p …``."""
+    from jupyter_pipeline.cli.run import parse_parameters
+    from jupyter_pipeline.compile.katib import run_compiled
+
+    path = Path(args.pipeline)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file; give a YAML written by `compile`")
+    try:
+        metrics = run_compiled(path, parse_parameters(args.parameter), root=args.root)
+    except ValueError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    except RuntimeError as exc:
+        print(f"error: {path}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.print_metrics:
+        # sys.stdout, not print: kfp.local may leave builtins.print indenting its output.
+        for name, value in metrics.items():
+            sys.stdout.write(f"{name}={value}\n")
+        sys.stdout.flush()
+    return EXIT_OK
 
 
 def _open_store(args: argparse.Namespace) -> RunStore:
@@ -85,29 +256,14 @@ def _values(params: dict[str, Any]) -> str:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``jupyter-pipeline sweep NB -g NAME=V1,V2 …``."""
-    from jupyter_pipeline.cli.run import _check_kernel, parse_parameters
-    from jupyter_pipeline.runners.base import ParameterError
-    from jupyter_pipeline.runners.sweep import SweepRunner, parse_grid, plan_sweep
+    from jupyter_pipeline.cli.run import _check_kernel
+    from jupyter_pipeline.runners.sweep import SweepRunner
 
     if args.max_parallel is not None and args.max_parallel < 1:
         raise UsageError("--max-parallel must be at least 1")
-    if args.seed is not None and args.random is None:
-        raise UsageError("--seed goes with --random N")
     pipeline = analyze_or_stop(args, "sweeping", include_info=False)
-    try:
-        plan = plan_sweep(
-            pipeline,
-            parse_grid(args.grid),
-            parse_parameters(args.parameter),
-            sample=args.random,
-            seed=args.seed,
-        )
-    except ParameterError as exc:
-        raise UsageError(f"{args.notebook}: {exc}") from None
-    metrics = [m.name for m in pipeline.metrics]
-    if args.metric is not None and args.metric not in metrics:
-        known = ", ".join(metrics) or "none (the notebook has no pipeline-metrics cell)"
-        raise UsageError(f"{args.notebook}: --metric {args.metric}: known metrics: {known}")
+    plan = _plan(args, pipeline)
+    metric = _metric(args, pipeline)
     _check_kernel(pipeline, args.notebook)
     runner = SweepRunner(
         _open_store(args),
@@ -129,7 +285,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         pipeline,
         args.notebook,
         plan,
-        metric=args.metric,
+        metric=metric,
         maximize=not args.minimize,
         on_event=progress,
         on_start=lambda s: None if quiet else print(f"sweep {s.id}", flush=True),

@@ -243,3 +243,21 @@ def test_cancel_stops_the_whole_sweep_and_leaves_no_process(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_gpu_step_without_gpus_stops_the_sweep_before_anything_is_recorded(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # this machine has no GPU
+    nb_path = write_nb(
+        tmp_path / "gpu.ipynb",
+        [
+            _cell("depth = 3", "pipeline-parameters"),
+            _cell("x = depth", "step:train", "limit:nvidia.com/gpu:1"),
+        ],
+    )
+    db = tmp_path / "store" / "runs.sqlite"
+    assert main(["sweep", str(nb_path), "-g", "depth=1,2", "--store", str(db)]) == 2
+    assert "gpu.ipynb" in capsys.readouterr().err
+    store = RunStore(db)
+    assert list(store.list_sweeps()) == [] and store.list_runs() == []

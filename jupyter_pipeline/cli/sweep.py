@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true", help="reuse nothing from earlier runs")
     p.add_argument("--no-prewarm", action="store_true", help="start kernels only when needed")
     p.add_argument("--no-fork", action="store_true", help="spawn kernels instead of forking")
+    p.add_argument(
+        "--allow-cpu",
+        action="store_true",
+        help="run GPU steps on the CPU when this machine has too few GPUs (as for run)",
+    )
     add_split_option(p)
     p.add_argument("--store", help=_STORE_HELP)
     p.set_defaults(handler=cmd_sweep)
@@ -271,6 +276,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         cache=not args.no_cache,
         prewarm=not args.no_prewarm,
         fork=not args.no_fork,
+        allow_cpu=args.allow_cpu,
     )
     quiet = args.json
     if not quiet:
@@ -280,16 +286,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             f"per trial: {', '.join(plan.dependent)}",
             flush=True,
         )
+    from jupyter_pipeline.runners.gpus import GpuUnavailable
+
     progress = _TrialProgress(plan.trials, enabled=not quiet)
-    sweep = runner.run(
-        pipeline,
-        args.notebook,
-        plan,
-        metric=metric,
-        maximize=not args.minimize,
-        on_event=progress,
-        on_start=lambda s: None if quiet else print(f"sweep {s.id}", flush=True),
-    )
+    try:
+        sweep = runner.run(
+            pipeline,
+            args.notebook,
+            plan,
+            metric=metric,
+            maximize=not args.minimize,
+            on_event=progress,
+            on_start=lambda s: None if quiet else print(f"sweep {s.id}", flush=True),
+        )
+    except GpuUnavailable as exc:
+        raise UsageError(str(exc)) from None
     if args.json:
         print(sweep.model_dump_json(indent=2))
     else:

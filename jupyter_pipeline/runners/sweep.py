@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_pipeline.model import Pipeline, RunState, Sweep
+from jupyter_pipeline.notebook import read_notebook
 from jupyter_pipeline.runners.base import (
     EventCallback,
     ParameterError,
@@ -208,7 +209,8 @@ class SweepRunner:
             CPU count).
         cache: Also reuse results of earlier runs from the step cache. With ``False`` the
             trials still share steps, through a cache private to this sweep.
-        prewarm, fork, html, run_step: As for :class:`~jupyter_pipeline.runners.LocalRunner`.
+        prewarm, fork, html, run_step, allow_cpu: As for
+            :class:`~jupyter_pipeline.runners.LocalRunner`.
     """
 
     def __init__(
@@ -221,8 +223,10 @@ class SweepRunner:
         fork: bool = True,
         html: bool = False,
         run_step: Callable[..., Any] | None = None,
+        allow_cpu: bool = False,
     ):
         self.store = store
+        self.allow_cpu = allow_cpu
         self.max_parallel = max(1, max_parallel or os.cpu_count() or 1)
         self.cache = cache
         self.prewarm = prewarm
@@ -260,6 +264,10 @@ class SweepRunner:
             maximize: Larger is better (else smaller).
             on_event: Called with every trial's progress.
             on_start: Called once with the recorded sweep, before any trial starts.
+
+        Raises:
+            GpuUnavailable: A step wants more GPUs than this machine has (and not
+                ``allow_cpu``); nothing is recorded then.
         """
         from jupyter_pipeline.runners.local import KeyFlights, LocalRunner
 
@@ -275,9 +283,13 @@ class SweepRunner:
             html=self.html,
             run_step=self.run_step,
             fork=self.fork,
+            allow_cpu=self.allow_cpu,
         )
         runner.flights = KeyFlights()
         source = Path(source_nb_path).absolute()
+        # Refuse GPU steps this machine cannot serve before anything is recorded (what every
+        # trial's submit would raise).
+        runner._check_gpus(pipeline, source, read_notebook(source))
         sweep = self.store.create_sweep(
             pipeline=pipeline.name,
             notebook=str(source),

@@ -121,8 +121,9 @@ class LocalRunner:
         cache_dir: Cache folder (default: ``cache/`` beside the store's database).
         prewarm: Start kernels of upcoming steps before their inputs are ready.
         prewarm_limit: At most this many kernels warming at once, on top of the executing
-            ones (default: ``min(2 * max_parallel, 8)``; a chain of short steps needs
-            several kernels booting ahead to keep its executing step fed).
+            ones (default: ``min(2 * max_parallel, max(8, CPU count))``; a chain of short
+            steps needs several kernels booting ahead to keep its executing step fed, the
+            more the faster the steps follow each other).
         html: Also export each executed step notebook to HTML.
         run_step: The step runtime (default :func:`jupyter_pipeline.runtime.run_step`).
         fork: Fork step kernels from a fork server that has already imported ipykernel and
@@ -164,7 +165,9 @@ class LocalRunner:
         self.cache = StepCache(cache_dir or default_cache_dir(store.folder))
         self.prewarm = prewarm
         self.prewarm_limit = (
-            max(0, prewarm_limit) if prewarm_limit is not None else min(2 * self.max_parallel, 8)
+            max(0, prewarm_limit)
+            if prewarm_limit is not None
+            else min(2 * self.max_parallel, max(8, os.cpu_count() or 1))
         )
         self.html = html
         self._run_step = run_step
@@ -927,8 +930,8 @@ class _Execution:
         if reports:
             extra["on_saved"] = on_saved
             step_server = self.get_step_server()
-            if step_server is not None:
-                run_step = step_server.run_step
+            if step_server is not None and step_server.ready():
+                run_step = step_server.run_step  # else in this thread, until it is
 
         def work() -> None:
             if not warm and not reports:

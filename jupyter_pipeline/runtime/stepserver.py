@@ -246,11 +246,14 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m jupyter_pipeline.runtime.stepserver")
     parser.add_argument("--listen-fd", type=int, required=True, help="listening Unix socket")
+    parser.add_argument("--ready-fd", type=int, help="closed once the imports are done")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle
     listener = socket.socket(fileno=args.listen_fd)
     listener.set_inheritable(False)
     _preimport()
+    if args.ready_fd is not None:
+        os.close(args.ready_fd)
     _Server(listener).serve()
     return 0
 
@@ -270,6 +273,8 @@ class StepServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir: str | None = None
         self._death_w: int | None = None
+        self._ready_r: int | None = None
+        self._ready = False
         self._closed = False
 
     def start(self) -> None:
@@ -285,6 +290,7 @@ class StepServer:
             listener.bind(path)
             listener.listen(128)
             death_r, self._death_w = os.pipe()
+            self._ready_r, ready_w = os.pipe()
             try:
                 self._proc = subprocess.Popen(
                     [
@@ -293,6 +299,8 @@ class StepServer:
                         "jupyter_pipeline.runtime.stepserver",
                         "--listen-fd",
                         str(listener.fileno()),
+                        "--ready-fd",
+                        str(ready_w),
                     ],
                     cwd=self._dir,  # nothing of the caller's folder shadows an import
                     # os.environ, not the C environment that Popen passes by default:
@@ -300,11 +308,28 @@ class StepServer:
                     # back, and a driver's environment must be the one kernels would get.
                     env=dict(os.environ),
                     stdin=death_r,
-                    pass_fds=(listener.fileno(),),
+                    pass_fds=(listener.fileno(), ready_w),
                 )
             finally:
                 os.close(death_r)
+                os.close(ready_w)
                 listener.close()
+
+    def ready(self) -> bool:
+        """Whether the server has done its imports (a step sent now starts at once).
+
+        A runner drives its first steps itself meanwhile: on a busy machine the server's
+        imports take seconds, and nothing should wait for them.
+        """
+        with self._lock:
+            if self._ready or self._ready_r is None:
+                return self._ready
+            readable, _, _ = select.select([self._ready_r], [], [], 0)
+            if readable:  # end of file: the server closed its end after importing
+                self._ready = True
+                os.close(self._ready_r)
+                self._ready_r = None
+            return self._ready
 
     def _connect(self) -> socket.socket:
         self.start()
@@ -393,6 +418,7 @@ class StepServer:
 
     def close(self, timeout: float = 10) -> None:
         """Stop the server and every driver still running. Idempotent."""
+        ready = self.ready()
         with self._lock:
             self._closed = True
             proc, self._proc = self._proc, None
@@ -400,7 +426,12 @@ class StepServer:
                 with contextlib.suppress(OSError):
                     os.close(self._death_w)  # end of file: the server kills its drivers
                 self._death_w = None
+            if self._ready_r is not None:
+                os.close(self._ready_r)
+                self._ready_r = None
         if proc is not None:
+            if not ready:
+                proc.kill()  # still importing: no driver to stop, nothing to wait for
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:

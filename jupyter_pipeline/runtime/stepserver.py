@@ -108,6 +108,19 @@ def _recv(sock: socket.socket) -> Any:
 # ============================================================================ the driver
 
 
+_KERNEL: list[int] = []  # the driver's kernel, once it exists
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM (the server is stopping): take the kernel down too, then go."""
+    from jupyter_pipeline.runtime.execute import kill_kernel
+
+    for pid in _KERNEL:
+        with contextlib.suppress(OSError):
+            kill_kernel(pid)  # its own process group: it would outlive the driver
+    os._exit(1)
+
+
 def _drive(conn: socket.socket) -> None:
     """In a forked child: run one step for the runner at the other end of ``conn``."""
     from jupyter_pipeline.runtime.api import StepRequest
@@ -136,6 +149,7 @@ def _drive(conn: socket.socket) -> None:
         return dict(reply["inputs"])
 
     def on_kernel(pid: int) -> None:
+        _KERNEL[:] = [pid]
         _send(conn, {"kernel": pid})
 
     def on_saved(saved: list[SavedValue], metrics: dict[str, Any]) -> None:
@@ -195,6 +209,7 @@ class _Server:
             code = 0
             try:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, _terminated)
                 self.listener.close()
                 for pidfd in self.children:
                     os.close(pidfd)
@@ -218,12 +233,26 @@ class _Server:
         poller.register(pidfd, select.POLLIN)
 
     def stop_children(self) -> None:
+        """Stop the drivers still running: each takes its kernel down (SIGTERM), or is
+        killed after a few seconds."""
+        import time
+
         for pid in self.children.values():
             with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
         for pid in self.children.values():
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+            while time.monotonic() < deadline:
+                with contextlib.suppress(ChildProcessError):
+                    if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                        time.sleep(0.02)
+                        continue
+                break
+            else:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
 
 
 def _preimport() -> None:

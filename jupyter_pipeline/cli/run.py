@@ -447,7 +447,7 @@ def _prune(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     """``jupyter-pipeline show``."""
     store = _open_store(args)
-    if store.is_sweep_id(args.run):
+    if args.run.startswith("sw"):  # sweep ids; run ids are hex
         from jupyter_pipeline.cli.sweep import show_sweep
 
         return show_sweep(store, args.run, args.json)
@@ -533,7 +533,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     from jupyter_pipeline.runners.local import cancel_run
 
     store = _open_store(args)
-    if store.is_sweep_id(args.run):
+    if args.run.startswith("sw"):  # sweep ids; run ids are hex
         from jupyter_pipeline.cli.sweep import cancel_sweep_command
 
         return cancel_sweep_command(store, args.run)

@@ -411,9 +411,16 @@ def write_csv(sweep: Sweep, path: Path) -> None:
             )
 
 
+def _get_sweep(store: RunStore, ident: str) -> Sweep:
+    try:
+        return store.get_sweep(ident)
+    except KeyError as exc:
+        raise UsageError(exc.args[0] if exc.args else str(exc)) from None
+
+
 def show_sweep(store: RunStore, ident: str, as_json: bool) -> int:
     """``jupyter-pipeline show SWEEP``."""
-    sweep = store.get_sweep(ident)
+    sweep = _get_sweep(store, ident)
     if as_json:
         print(sweep.model_dump_json(indent=2))
     else:
@@ -425,7 +432,7 @@ def cancel_sweep_command(store: RunStore, ident: str) -> int:
     """``jupyter-pipeline cancel SWEEP``: stop every trial; wait until it is recorded."""
     from jupyter_pipeline.runners.sweep import cancel_sweep
 
-    sweep = store.get_sweep(ident)
+    sweep = _get_sweep(store, ident)
     if not cancel_sweep(store, sweep.id):
         print(f"sweep {sweep.id} already {sweep.state.value}")
         return EXIT_OK

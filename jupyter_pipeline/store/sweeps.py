@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import secrets
 import socket
 import sqlite3
@@ -158,8 +159,8 @@ class SweepStoreMixin:
         return self._resolve_sweep(ident) is not None
 
     def _resolve_sweep(self, ident: str) -> str | None:
-        if not ident.startswith("sw") or len(ident) < 3:
-            return None
+        if not re.fullmatch(r"sw[0-9a-f]+", ident):
+            return None  # also keeps LIKE's wildcards out of the prefix
         with self._lock:
             rows = self._conn.execute(
                 "SELECT id FROM sweeps WHERE id LIKE ? LIMIT 2", (ident + "%",)

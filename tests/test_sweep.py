@@ -261,3 +261,34 @@ def test_a_gpu_step_without_gpus_stops_the_sweep_before_anything_is_recorded(
     assert "gpu.ipynb" in capsys.readouterr().err
     store = RunStore(db)
     assert list(store.list_sweeps()) == [] and store.list_runs() == []
+
+
+@pytest.mark.kernel
+def test_a_failing_shared_step_is_computed_once_and_fails_every_trial(tmp_path, store):
+    nb_path = write_nb(
+        tmp_path / "broken.ipynb",
+        [
+            _cell("depth = 3", "pipeline-parameters"),
+            _cell(
+                f"with open({str(tmp_path / 'load.log')!r}, 'a') as f:\n    f.write('x')\n"
+                "data = 1 / 0",
+                "step:load",
+            ),
+            _cell("score = data * depth", "step:train"),
+        ],
+    )
+    pipeline = analyze_notebook(nb_path)
+    plan = plan_sweep(pipeline, {"depth": [1, 2, 3]})
+    sweep = SweepRunner(store, max_parallel=3).run(pipeline, nb_path, plan)
+    assert [t.state for t in sweep.trials] == [RunState.failed] * 3
+    assert (tmp_path / "load.log").read_text() == "x"  # not once per trial
+    loads = [
+        next(s for s in store.get_run(t.run_id).steps if s.step == "load") for t in sweep.trials
+    ]
+    assert all(s.state is RunState.failed and s.error_cell == 1 for s in loads)
+    owner = next(
+        t.run_id for t, s in zip(sweep.trials, loads, strict=True) if "same inputs" not in s.error
+    )
+    others = [s.error for s in loads if "same inputs" in s.error]
+    assert len(others) == 2 and all(f"failed in run {owner}" in e for e in others)
+    assert all("ZeroDivisionError" in e for e in others)

@@ -54,9 +54,10 @@ __all__ = ["KeyFlights", "LocalRunner"]
 _FINISHED_OK = (RunState.succeeded, RunState.cached)
 _POLL = 0.25  # seconds between checks of the store's cancel flag while waiting
 # Progress events are handed to on_event in batches, this long after the first of a batch
+# (a live display refreshes 4 times a second)
 # (each batch reads the run from the store once: per event, that read grew with the number
 # of steps and was the scheduler's largest cost per step).
-_EMIT_EVERY = 0.1
+_EMIT_EVERY = 0.2
 
 
 class _Aborted(Exception):
@@ -449,6 +450,21 @@ class KeyFlights:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._owners: dict[str, str] = {}
+        self._failed: dict[str, tuple[str, str, int | None]] = {}
+
+    def fail(self, key: str, failure: tuple[str, str, int | None]) -> None:
+        """Record that computing ``key`` failed: ``(run id, error, source cell)``.
+
+        The same code on the same inputs fails the same way, so the runs waiting for it
+        fail with it instead of computing it again (a flaky step has ``retry:N``).
+        """
+        with self._lock:
+            self._failed[key] = failure
+
+    def failure(self, key: str) -> tuple[str, str, int | None] | None:
+        """How computing ``key`` failed in another run, if it did."""
+        with self._lock:
+            return self._failed.get(key)
 
     def claim(self, key: str, owner: str) -> bool:
         """Take ``key`` for ``owner``; False if someone else holds it."""
@@ -757,15 +773,32 @@ class _Execution:
         )
 
     def claim(self, node: _Node) -> bool:
-        """Take the node's key unless another run computes it; True once the node is held.
+        """Take the node's key unless another run computes it; True if the node changed.
 
-        Only a sweep's runner has flights; a step that is not cached cannot be shared.
+        The node becomes held (another run computes its key), or failed (another run's
+        computation of its key failed: the same code on the same inputs). Only a sweep's
+        runner has flights; a step that is not cached cannot be shared.
         """
         flights = self.runner.flights
         if flights is None or node.cache_key is None or node.claimed:
             return False
         if not (self.runner.cache_enabled and self.cacheable(node)):
             return False
+        failed = flights.failure(node.cache_key)
+        if failed is not None:
+            run_id, error, cell = failed
+            node.held = False
+            if node.phase == _WARMING:
+                self.abort(node, "skipped")
+            node.phase = _DONE
+            self.set_step(
+                node,
+                state=RunState.failed,
+                finished=time.time(),
+                error=f"failed in run {run_id} with the same inputs: {error}",
+                error_cell=cell,
+            )
+            return True
         node.claimed = flights.claim(node.cache_key, f"{self.run_id}/{node.step.name}")
         was_held, node.held = node.held, not node.claimed
         return was_held != node.held
@@ -1012,6 +1045,8 @@ class _Execution:
             self.launch(node, warm=False)
             return
         node.phase = _DONE
+        if node.claimed and self.runner.flights is not None and node.cache_key is not None:
+            self.runner.flights.fail(node.cache_key, (self.run_id, error, cell))
         self.release(node)
         fields: dict[str, Any] = {}
         if result is not None:

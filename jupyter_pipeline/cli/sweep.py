@@ -155,6 +155,11 @@ def _plan(args: argparse.Namespace, pipeline: Any) -> Any:
         raise UsageError(f"{args.notebook}: {exc}") from None
 
 
+def _trials(plan: Any) -> str:
+    n = len(plan.trials)
+    return f"{n} trial{'s' if n != 1 else ''}"
+
+
 def _metric(args: argparse.Namespace, pipeline: Any) -> str | None:
     metrics = [m.name for m in pipeline.metrics]
     if args.metric is not None and args.metric not in metrics:
@@ -191,7 +196,7 @@ def compile_sweep_command(
             shared = ", ".join(plan.shared) or "no step"
             print(
                 f"wrote {out} (pipeline {pipeline.name}-sweep: {shared} once, then a "
-                f"ParallelFor over {len(plan.trials)} trials of {', '.join(plan.dependent)})"
+                f"ParallelFor over {_trials(plan)} of {', '.join(plan.dependent)})"
             )
         if args.katib:
             if metric is None:
@@ -282,7 +287,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not quiet:
         shared = ", ".join(plan.shared) or "none"
         print(
-            f"{len(plan.trials)} trials of {pipeline.name}; run once for all: {shared}; "
+            f"{_trials(plan)} of {pipeline.name}; run once for all: {shared}; "
             f"per trial: {', '.join(plan.dependent)}",
             flush=True,
         )

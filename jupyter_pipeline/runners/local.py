@@ -54,9 +54,8 @@ __all__ = ["KeyFlights", "LocalRunner"]
 _FINISHED_OK = (RunState.succeeded, RunState.cached)
 _POLL = 0.25  # seconds between checks of the store's cancel flag while waiting
 # Progress events are handed to on_event in batches, this long after the first of a batch
-# (a live display refreshes 4 times a second)
-# (each batch reads the run from the store once: per event, that read grew with the number
-# of steps and was the scheduler's largest cost per step).
+# (a live display refreshes 4 times a second). Each batch reads the run from the store once:
+# per event, that read grew with the number of steps and was the scheduler's largest cost.
 _EMIT_EVERY = 0.2
 
 

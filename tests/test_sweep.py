@@ -179,6 +179,8 @@ def test_a_failing_trial_fails_alone_and_cli_shows_the_table(tmp_path, capsys):
     assert f"sweep {sweep.id}" in shown and "run once for all trials: load" in shown
     assert main(["show", sweep.trials[2].run_id, "--store", str(db)]) == 0
     assert f"trial 2 of sweep {sweep.id}" in capsys.readouterr().out
+    assert main(["runs", "--store", str(db)]) == 0
+    assert f"(sweep {sweep.id} trial 1)" in capsys.readouterr().out
     # Bad input: exit 2 with the notebook named, nothing recorded.
     assert main(["sweep", str(nb_path), "-g", "depth=3,x", "--store", str(db)]) == 2
     assert "toy.ipynb: parameter depth is int" in capsys.readouterr().err

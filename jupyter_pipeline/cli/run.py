@@ -388,7 +388,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         done = sum(1 for s in r.steps if s.state.value in ("succeeded", "cached"))
         table.add_row(
             r.id,
-            r.pipeline,
+            r.pipeline + (f" (sweep {r.sweep_id} trial {r.trial})" if r.sweep_id else ""),
             f"[{_COLORS[r.state.value]}]{r.state.value}[/]",
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created)),
             _duration(r),

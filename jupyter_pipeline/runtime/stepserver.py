@@ -355,6 +355,7 @@ class StepServer:
                     env=dict(os.environ),
                     stdin=death_r,
                     pass_fds=(listener.fileno(), ready_w),
+                    start_new_session=True,  # Ctrl-C in the terminal is the runner's to handle
                 )
             finally:
                 os.close(death_r)
@@ -368,6 +369,8 @@ class StepServer:
         imports take seconds, and nothing should wait for them.
         """
         with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                return False  # gone (or closed): steps are driven in the runner's threads
             if self._ready or self._ready_r is None:
                 return self._ready
             readable, _, _ = select.select([self._ready_r], [], [], 0)

@@ -25,7 +25,7 @@ class UsageError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every subcommand registered."""
-    from jupyter_pipeline.cli import analyze, kfp, run
+    from jupyter_pipeline.cli import analyze, kfp, run, sweep
 
     parser = argparse.ArgumentParser(
         prog="jupyter-pipeline",
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (analyze, run, kfp):
+    for module in (analyze, run, sweep, kfp):
         module.register(sub)
     return parser
 

@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("notebook", help="the .ipynb to compile (never modified)")
     p.add_argument("-o", "--output", help="YAML to write (default: <notebook name>.yaml here)")
     _compile_options(p)
+    from jupyter_pipeline.cli.sweep import add_compile_sweep_options
+
+    add_compile_sweep_options(p)
     p.set_defaults(handler=cmd_compile)
 
     p = sub.add_parser(
@@ -155,6 +158,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     nb = read_notebook(args.notebook)
     pipeline = analyze_or_stop(args, "compiling", include_info=True, nb=nb)
     config = _config(args, nb)
+    if args.sweep or args.katib:
+        from jupyter_pipeline.cli.sweep import compile_sweep_command
+
+        return compile_sweep_command(args, nb, pipeline, config, _compile_kwargs(args))
     out = Path(args.output) if args.output else Path(Path(args.notebook).stem + ".yaml")
     try:
         package = write_yaml(pipeline, nb, out, config=config, **_compile_kwargs(args))

@@ -93,8 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(handler=cmd_runs)
 
-    p = sub.add_parser("show", help="show one run: steps, states, timings, paths")
-    p.add_argument("run", help="run id (or a unique prefix)")
+    p = sub.add_parser("show", help="show one run (steps, states, timings, paths) or a sweep")
+    p.add_argument("run", help="run or sweep id (or a unique prefix)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--store", help=store_help)
     p.set_defaults(handler=cmd_show)
@@ -106,8 +106,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", help=store_help)
     p.set_defaults(handler=cmd_logs)
 
-    p = sub.add_parser("cancel", help="cancel a running run (kills its kernels)")
-    p.add_argument("run", help="run id (or a unique prefix)")
+    p = sub.add_parser("cancel", help="cancel a running run or sweep (kills its kernels)")
+    p.add_argument("run", help="run or sweep id (or a unique prefix)")
     p.add_argument("--store", help=store_help)
     p.set_defaults(handler=cmd_cancel)
 
@@ -172,6 +172,12 @@ def _run_options(p: argparse.ArgumentParser, cache: bool = True) -> None:
     if cache:
         p.add_argument("--no-cache", action="store_true", help="re-run every step")
     p.add_argument("--no-prewarm", action="store_true", help="start kernels only when needed")
+    p.add_argument(
+        "--allow-cpu",
+        action="store_true",
+        help="run steps tagged limit:nvidia.com/gpu:N (or limit:gpu:N) on the CPU, with the "
+        "GPUs hidden, when this machine has fewer than N (default: refuse the run)",
+    )
     add_split_option(p)
 
 
@@ -530,13 +536,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         prewarm=not args.no_prewarm,
         fork=not args.no_fork,
         html=args.html,
+        allow_cpu=args.allow_cpu,
     )
+    from jupyter_pipeline.runners.gpus import GpuUnavailable
+
     began = time.time()
     try:
         with _Progress(enabled=not args.json) as progress:
             run = runner.run(
                 pipeline, args.notebook, parameters=overrides, output=args.output, on_event=progress
             )
+    except GpuUnavailable as exc:
+        raise UsageError(str(exc)) from None
     except KeyboardInterrupt:
         # The runner has written the merged notebook of what ran (as papermill does).
         if (
@@ -589,7 +600,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         done = sum(1 for s in r.steps if s.state.value in ("succeeded", "cached"))
         table.add_row(
             r.id,
-            r.pipeline,
+            r.pipeline + (f" (sweep {r.sweep_id} trial {r.trial})" if r.sweep_id else ""),
             f"[{_COLORS[r.state.value]}]{r.state.value}[/]",
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created)),
             _duration(r),
@@ -648,6 +659,10 @@ def _prune(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     """``jupyter-pipeline show``."""
     store = _open_store(args)
+    if args.run.startswith("sw"):  # sweep ids; run ids are hex
+        from jupyter_pipeline.cli.sweep import show_sweep
+
+        return show_sweep(store, args.run, args.json)
     run = _get_run(store, args.run)
     if args.json:
         data = run.model_dump(mode="json")
@@ -669,6 +684,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         console.print(f"run dir: {run.run_dir}", highlight=False)
     if run.url:
         console.print(f"url: {run.url}", highlight=False)
+    if run.sweep_id:
+        console.print(f"trial {run.trial} of sweep {run.sweep_id}", highlight=False)
     if run.error:
         console.print(f"error: {run.error}", highlight=False, markup=False)
     table = Table(box=None, pad_edge=False)
@@ -727,6 +744,10 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     from jupyter_pipeline.runners.local import cancel_run
 
     store = _open_store(args)
+    if args.run.startswith("sw"):  # sweep ids; run ids are hex
+        from jupyter_pipeline.cli.sweep import cancel_sweep_command
+
+        return cancel_sweep_command(store, args.run)
     run = _get_run(store, args.run)
     if run.backend == "kfp" and not run.state.finished:
         # A KFP run is terminated on the cluster (the runner there is KFP, not a process here).
@@ -810,11 +831,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
             max_parallel=args.max_parallel,
             cache=False,
             prewarm=not args.no_prewarm,
+            allow_cpu=args.allow_cpu,
         )
+        from jupyter_pipeline.runners.gpus import GpuUnavailable
+
         with _Progress(enabled=True) as progress:
-            run = runner.run(
-                pipeline, nb_path, parameters=overrides, output=merged, on_event=progress
-            )
+            try:
+                run = runner.run(
+                    pipeline, nb_path, parameters=overrides, output=merged, on_event=progress
+                )
+            except GpuUnavailable as exc:
+                raise UsageError(str(exc)) from None
         diffs = compare_notebooks(
             nbformat.read(str(straight), as_version=4),
             nbformat.read(str(merged), as_version=4),

@@ -41,6 +41,8 @@ __all__ = [
     "CompileError",
     "CompiledPackage",
     "StepComponent",
+    "apply_settings",
+    "build_components",
     "build_pipeline_func",
     "compile_package",
     "display_names",
@@ -382,6 +384,54 @@ def _pipeline_signature(pipeline: Pipeline) -> inspect.Signature:
     return inspect.Signature(params)
 
 
+def build_components(
+    pipeline: Pipeline,
+    source_nb: NotebookNode | str | Path,
+    *,
+    image: str | None = None,
+    packages_mode: str | None = None,
+    config: KfpConfig | None = None,
+    env: dict[str, str] | None = None,
+    secrets: list[SecretEnv] | None = None,
+    html: bool | None = None,
+    workdir: str | None = None,
+) -> tuple[KfpConfig, dict[str, StepComponent], dict[str, Any]]:
+    """Each step's KFP component and its plan; options as for :func:`build_pipeline_func`.
+
+    Returns:
+        The effective config, each step's plan and each step's component, by step name.
+
+    Raises:
+        CompileError: Error diagnostics, or settings KFP cannot express.
+    """
+    if pipeline.errors:
+        first = pipeline.errors[0]
+        where = f"cell {first.cell}: " if first.cell is not None else ""
+        raise CompileError(
+            f"{pipeline.notebook}: {where}{first.message} "
+            f"({len(pipeline.errors)} error(s); fix them before compiling)"
+        )
+    nb = _read(source_nb)
+    config = config or KfpConfig()
+    nb_kfp = ((nb.get("metadata") or {}).get("jupyter_pipeline") or {}).get("kfp") or {}
+    config = config.merged(
+        packages=packages_mode,
+        env=env,
+        secrets=[s.model_dump() for s in secrets] if secrets else None,
+        html=html,
+    )
+    dsl, _ = _kfp()
+    plans = _plan_components(pipeline, nb, config, image, nb_kfp.get("image"), config.html)
+    components = {}
+    for step in pipeline.steps:
+        plan = plans[step.name]
+        spec = _component_spec(plan, step, pipeline, nb, workdir)
+        components[step.name] = _make_component(
+            plan, _function_source(plan, step, pipeline, spec), dsl
+        )
+    return config, plans, components
+
+
 def build_pipeline_func(
     pipeline: Pipeline,
     source_nb: NotebookNode | str | Path,
@@ -418,31 +468,18 @@ def build_pipeline_func(
     Raises:
         CompileError: Error diagnostics, or settings KFP cannot express.
     """
-    if pipeline.errors:
-        first = pipeline.errors[0]
-        where = f"cell {first.cell}: " if first.cell is not None else ""
-        raise CompileError(
-            f"{pipeline.notebook}: {where}{first.message} "
-            f"({len(pipeline.errors)} error(s); fix them before compiling)"
-        )
-    nb = _read(source_nb)
-    config = config or KfpConfig()
-    nb_kfp = ((nb.get("metadata") or {}).get("jupyter_pipeline") or {}).get("kfp") or {}
-    config = config.merged(
-        packages=packages_mode,
+    config, plans, components = build_components(
+        pipeline,
+        source_nb,
+        image=image,
+        packages_mode=packages_mode,
+        config=config,
         env=env,
-        secrets=[s.model_dump() for s in secrets] if secrets else None,
+        secrets=secrets,
         html=html,
+        workdir=workdir,
     )
     dsl, _ = _kfp()
-    plans = _plan_components(pipeline, nb, config, image, nb_kfp.get("image"), config.html)
-    components = {}
-    for step in pipeline.steps:
-        plan = plans[step.name]
-        spec = _component_spec(plan, step, pipeline, nb, workdir)
-        components[step.name] = _make_component(
-            plan, _function_source(plan, step, pipeline, spec), dsl
-        )
 
     signature = _pipeline_signature(pipeline)
     names = [p.name for p in pipeline.parameters]
@@ -463,7 +500,7 @@ def build_pipeline_func(
             # are explicit. Nothing else orders tasks, so parallel branches stay parallel.
             for dep in step.depends_on:
                 task.after(tasks[dep])
-            _apply_settings(task, step, config)
+            apply_settings(task, step, config)
             tasks[step.name] = task
 
     body.__signature__ = signature  # type: ignore[attr-defined]
@@ -477,7 +514,8 @@ def build_pipeline_func(
     return func, plans
 
 
-def _apply_settings(task: Any, step: Step, config: KfpConfig) -> None:
+def apply_settings(task: Any, step: Step, config: KfpConfig) -> None:
+    """Apply a step's tag settings (limits, caching, retries, env, secrets) to its task."""
     settings = step.settings
     _apply_limits(task, step)
     if settings.cache is not None:

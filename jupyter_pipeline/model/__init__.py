@@ -25,6 +25,8 @@ __all__ = [
     "Step",
     "StepRun",
     "StepSettings",
+    "Sweep",
+    "SweepTrial",
 ]
 
 
@@ -317,6 +319,8 @@ class Run(_Model):
         external_id: KFP run id, if any.
         url: Link to the run in the KFP UI, if any.
         error: One-line reason for failure, if any.
+        sweep_id: The sweep this run is a trial of, if any.
+        trial: Its index among the sweep's trials (0-based), if any.
     """
 
     id: str
@@ -333,4 +337,63 @@ class Run(_Model):
     pid: int | None = None
     external_id: str | None = None
     url: str | None = None
+    error: str | None = None
+    sweep_id: str | None = None
+    trial: int | None = None
+
+
+class SweepTrial(_Model):
+    """One parameter set of a sweep and the run that computed it.
+
+    Attributes:
+        index: Position in the sweep (0-based).
+        parameters: The swept parameters' values for this trial.
+        run_id: The trial's run in the store (None until it starts).
+        state: The run's state (``queued`` until it starts; ``cancelled`` if it never did).
+        metrics: The metrics step's reported values, once it ran.
+        error: One-line reason for failure, if any.
+    """
+
+    index: int
+    parameters: dict[str, Any]
+    run_id: str | None = None
+    state: RunState = RunState.queued
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class Sweep(_Model):
+    """A parameter sweep: one trial run per parameter set, sharing unchanged steps.
+
+    Attributes:
+        id: Sweep id (``sw`` + hex; never a prefix of a run id, which is hex only).
+        pipeline: Pipeline name.
+        notebook: Absolute path of the source notebook.
+        state: ``running`` while trials run; then ``succeeded`` (all trials did), ``failed``
+            (some did not) or ``cancelled``.
+        created: Unix time it was recorded.
+        finished: Unix time it ended.
+        axes: Swept parameter → the values tried, in the order given.
+        parameters: Values of the other parameters (the same in every trial).
+        shared_steps: Steps that read no swept parameter (run once for all trials).
+        trials: The trials, in order.
+        metric: The metric that ranks trials, if any.
+        maximize: Whether a larger ``metric`` is better.
+        best: Index of the best finished trial by ``metric``, if any.
+        error: One-line reason it did not succeed, if any.
+    """
+
+    id: str
+    pipeline: str
+    notebook: str
+    state: RunState = RunState.running
+    created: float
+    finished: float | None = None
+    axes: dict[str, list[Any]] = Field(default_factory=dict)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    shared_steps: list[str] = Field(default_factory=list)
+    trials: list[SweepTrial] = Field(default_factory=list)
+    metric: str | None = None
+    maximize: bool = True
+    best: int | None = None
     error: str | None = None

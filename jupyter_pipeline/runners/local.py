@@ -32,7 +32,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,16 +43,21 @@ from jupyter_pipeline.model import Pipeline, Run, RunState, Step
 from jupyter_pipeline.notebook import read_notebook
 from jupyter_pipeline.runners.base import EventCallback, RunEvent, resolve_parameters
 from jupyter_pipeline.runners.cache import StepCache, default_cache_dir, files_read, step_code
+from jupyter_pipeline.runners.gpus import GpuPool, check_gpus, detect_gpus, gpus_wanted
 from jupyter_pipeline.runners.prewarm import add_preimports, fork_preimports
 from jupyter_pipeline.runtime.api import SavedValue, StepRequest, StepResult
 from jupyter_pipeline.runtime.execute import read_outputs
 from jupyter_pipeline.runtime.kernel import state_key
 from jupyter_pipeline.store import RunStore, kill_process_tree, process_alive, process_started
 
-__all__ = ["LocalRunner"]
+__all__ = ["KeyFlights", "LocalRunner"]
 
 _FINISHED_OK = (RunState.succeeded, RunState.cached)
 _POLL = 0.25  # seconds between checks of the store's cancel flag while waiting
+# Progress events are handed to on_event in batches, this long after the first of a batch
+# (a live display refreshes 4 times a second). Each batch reads the run from the store once:
+# per event, that read grew with the number of steps and was the scheduler's largest cost.
+_EMIT_EVERY = 0.2
 
 
 class _Aborted(Exception):
@@ -99,8 +104,12 @@ class _Node:
     saved: dict[str, SavedValue] = field(default_factory=dict)
     cache_key: str | None = None
     key_parts: dict[str, Any] | None = None
+    held: bool = False  # another run of this runner computes the same step (same key)
+    claimed: bool = False  # this node holds its key's flight (see LocalRunner.flights)
     executed_notebook: str | None = None
     thread: threading.Thread | None = None
+    gpus: int = 0  # devices it must hold while it runs (-1: run with the devices hidden)
+    devices: list[str] | None = None  # the devices it holds
     # Earlier steps that may end the notebook (sys.exit()): this one starts only after
     # them, as in the notebook, but their failure does not skip it (unlike ``deps``).
     guards: list[str] = field(default_factory=list)
@@ -120,14 +129,26 @@ class LocalRunner:
         cache_dir: Cache folder (default: ``cache/`` beside the store's database).
         prewarm: Start kernels of upcoming steps before their inputs are ready.
         prewarm_limit: At most this many kernels warming at once, on top of the executing
-            ones (default: ``min(2 * max_parallel, 8)``; a chain of short steps needs
-            several kernels booting ahead to keep its executing step fed).
+            ones (default: ``min(2 * max_parallel, max(8, CPU count))``; a chain of short
+            steps needs several kernels booting ahead to keep its executing step fed, the
+            more the faster the steps follow each other).
         html: Also export each executed step notebook to HTML.
         run_step: The step runtime (default :func:`jupyter_pipeline.runtime.run_step`).
         fork: Fork step kernels from a fork server that has already imported ipykernel and
             the notebook's libraries, wherever a forked kernel behaves like a fresh one
             (Linux, the notebook's kernel is this interpreter's ipykernel, no step
             environment variables); other kernels are spawned. With the default runtime only.
+        step_processes: Drive each step (papermill's client: sending cells, receiving
+            outputs, writing the executed notebook) from a process of its own, forked from
+            a server that has imported papermill (:mod:`jupyter_pipeline.runtime.stepserver`),
+            instead of a thread of this process, where every step's client work would share
+            one GIL. With the default runtime, on Linux.
+        gpus: This machine's GPUs as ``CUDA_VISIBLE_DEVICES`` entries (default: detected,
+            see :func:`jupyter_pipeline.runners.gpus.detect_gpus`). A step tagged
+            ``limit:nvidia.com/gpu:N`` (or ``limit:gpu:N``) gets N of them to itself and
+            waits while none are free.
+        allow_cpu: Run steps that ask for more GPUs than there are with the devices hidden
+            (on the CPU) instead of refusing the run.
     """
 
     def __init__(
@@ -142,6 +163,9 @@ class LocalRunner:
         html: bool = False,
         run_step: Callable[..., StepResult] | None = None,
         fork: bool = True,
+        step_processes: bool = True,
+        gpus: Sequence[str] | None = None,
+        allow_cpu: bool = False,
     ):
         self.store = store
         self.max_parallel = max(1, max_parallel or os.cpu_count() or 1)
@@ -149,11 +173,23 @@ class LocalRunner:
         self.cache = StepCache(cache_dir or default_cache_dir(store.folder))
         self.prewarm = prewarm
         self.prewarm_limit = (
-            max(0, prewarm_limit) if prewarm_limit is not None else min(2 * self.max_parallel, 8)
+            max(0, prewarm_limit)
+            if prewarm_limit is not None
+            else min(2 * self.max_parallel, max(8, os.cpu_count() or 1))
         )
         self.html = html
         self._run_step = run_step
         self.fork = fork and run_step is None
+        self.step_processes = step_processes and run_step is None
+        self._step_server: Any = None  # shared by this runner's runs while any is active
+        self._step_server_users = 0
+        self.allow_cpu = allow_cpu
+        self._gpus: tuple[GpuPool, str] | None = (
+            (GpuPool(gpus), f"{len(gpus)} given") if gpus is not None else None
+        )
+        # Single flight per cache key across this runner's runs (set by a sweep, whose trials
+        # start the same shared steps at the same moment): None means every run on its own.
+        self.flights: KeyFlights | None = None
         self._active: dict[str, _Execution] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
@@ -257,6 +293,7 @@ class LocalRunner:
             source_nb = read_notebook(source_path)
         values = resolve_parameters(pipeline, parameters)
         run_step = self._run_step or runtime.run_step
+        gpu_needs = self._check_gpus(pipeline, source_path, source_nb)
         if run_id is None:
             run = self.store.create_run(
                 pipeline,
@@ -285,9 +322,34 @@ class LocalRunner:
             run_step=run_step,
             on_event=on_event,
         )
+        execution.gpu_needs = gpu_needs
         with self._lock:
             self._active[run.id] = execution
         return execution
+
+    @property
+    def gpu_pool(self) -> GpuPool:
+        """This runner's GPUs (detected on first use unless given)."""
+        with self._lock:
+            if self._gpus is None:
+                devices, found = detect_gpus()
+                self._gpus = (GpuPool(devices), found)
+            return self._gpus[0]
+
+    def _check_gpus(self, pipeline: Pipeline, path: Path, source_nb: Any) -> dict[str, int]:
+        """Devices each GPU step gets; raises GpuUnavailable before anything runs."""
+        if not any(gpus_wanted(s)[0] for s in pipeline.steps):
+            return {}  # no detection (nvidia-smi) for the pipelines that need none
+        pool = self.gpu_pool
+        assert self._gpus is not None
+        return check_gpus(
+            pipeline,
+            pool.devices,
+            self._gpus[1],
+            allow_cpu=self.allow_cpu,
+            notebook=str(path),
+            source_nb=source_nb,
+        )
 
     def _execute_quietly(self, execution: _Execution, output: str | Path | None) -> None:
         # A background run records its own failure in the store; nobody is there to raise to.
@@ -328,9 +390,34 @@ class LocalRunner:
                 execution.write_merged(Path(output), runtime.merge_outputs)
         finally:
             execution.close_fork_server()
+            if execution.step_server is not None:
+                self._release_step_server()
             with self._lock:
                 self._active.pop(run_id, None)
         return self.store.get_run(run_id)
+
+    def _acquire_step_server(self) -> Any:
+        """The step-driver server (started for the first run that needs it), or None."""
+        from jupyter_pipeline.runtime import stepserver
+
+        with self._lock:
+            if not self.step_processes or not stepserver.supported():
+                return None
+            if self._step_server is None:
+                self._step_server = stepserver.StepServer()
+                self._step_server.start()
+            self._step_server_users += 1
+            return self._step_server
+
+    def _release_step_server(self) -> None:
+        """One run no longer needs the server; the last one stops it (no process stays)."""
+        with self._lock:
+            self._step_server_users -= 1
+            server = None
+            if self._step_server_users == 0:
+                server, self._step_server = self._step_server, None
+        if server is not None:
+            server.close()
 
     def cancel(self, run_id: str) -> bool:
         """Cancel a run, whichever process runs it.
@@ -385,6 +472,45 @@ def cancel_run(store: RunStore, run_id: str) -> bool:
     return True
 
 
+class KeyFlights:
+    """Which cache keys a run of one runner is computing right now.
+
+    A step whose key another run is computing waits for that result (a cache hit once it is
+    published) instead of computing it a second time; if the other run fails or is
+    cancelled, the key is released and the waiting step computes it itself.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owners: dict[str, str] = {}
+        self._failed: dict[str, tuple[str, str, int | None]] = {}
+
+    def fail(self, key: str, failure: tuple[str, str, int | None]) -> None:
+        """Record that computing ``key`` failed: ``(run id, error, source cell)``.
+
+        The same code on the same inputs fails the same way, so the runs waiting for it
+        fail with it instead of computing it again (a flaky step has ``retry:N``).
+        """
+        with self._lock:
+            self._failed[key] = failure
+
+    def failure(self, key: str) -> tuple[str, str, int | None] | None:
+        """How computing ``key`` failed in another run, if it did."""
+        with self._lock:
+            return self._failed.get(key)
+
+    def claim(self, key: str, owner: str) -> bool:
+        """Take ``key`` for ``owner``; False if someone else holds it."""
+        with self._lock:
+            return self._owners.setdefault(key, owner) == owner
+
+    def release(self, key: str, owner: str) -> None:
+        """Give ``key`` back (only its owner can)."""
+        with self._lock:
+            if self._owners.get(key) == owner:
+                del self._owners[key]
+
+
 class _Execution:
     """One run in progress: the scheduler's state and its loop."""
 
@@ -416,6 +542,8 @@ class _Execution:
         self.nodes: dict[str, _Node] = {}
         self.messages: queue.Queue[tuple[str, _Node, Any]] = queue.Queue()
         self.fork_server: Any = None  # started with the first kernel (runtime.forkserver)
+        self.step_server: Any = None  # drivers of the steps (runtime.stepserver), if used
+        self.step_server_asked = False
         self.cancelled = threading.Event()
         self.cancel_done = False
         self.started: float | None = None
@@ -423,6 +551,9 @@ class _Execution:
         # not a user cell) and the reason later steps are skipped with.
         self.stopped: tuple[int, str] | None = None
         self.stop_skips: set[str] = set()  # steps skipped because the notebook stopped
+        self.pending_events: list[tuple[str, str | None]] = []
+        self.gpu_needs: dict[str, int] = {}
+        self.flush_due = 0.0
 
     # ------------------------------------------------------------------ setup
 
@@ -438,7 +569,10 @@ class _Execution:
             for src in [*step.input_sources.values(), *step.state_inputs.values()]:
                 if src in names and src not in deps and src != step.name:
                     deps.append(src)  # a data source is always a dependency, tagged or not
-            self.nodes[step.name] = _Node(step=step, index=i, deps=deps, step_nb=nb, dir=d)
+            gpus = self.gpu_needs.get(step.name, 0)
+            self.nodes[step.name] = _Node(
+                step=step, index=i, deps=deps, step_nb=nb, dir=d, gpus=gpus
+            )
         stoppers: list[str] = []
         for step in self.pipeline.steps:
             self.nodes[step.name].guards = [
@@ -490,6 +624,13 @@ class _Execution:
                 self.runner.fork = False
         return self.fork_server
 
+    def get_step_server(self) -> Any:
+        """The runner's step-driver server (acquired on first use), or None."""
+        if not self.step_server_asked:
+            self.step_server_asked = True
+            self.step_server = self.runner._acquire_step_server()
+        return self.step_server
+
     def close_fork_server(self) -> None:
         """Stop the fork server (and any kernel of it still alive)."""
         if self.fork_server is not None:
@@ -498,11 +639,24 @@ class _Execution:
     # ------------------------------------------------------------------ helpers
 
     def emit(self, kind: str, step: str | None = None) -> None:
+        """Queue a progress event; run-level ones (start, end) go out at once with the rest."""
         if self.on_event is None:
             return
-        event = RunEvent(kind=kind, run=self.store.get_run(self.run_id), step=step)  # type: ignore[arg-type]
-        with contextlib.suppress(Exception):  # a progress display must never break a run
-            self.on_event(event)
+        if not self.pending_events:
+            self.flush_due = time.monotonic() + _EMIT_EVERY
+        self.pending_events.append((kind, step))
+        if kind == "run":
+            self.flush_events()
+
+    def flush_events(self) -> None:
+        """Hand the queued events to on_event, all with one fresh read of the run."""
+        if self.on_event is None or not self.pending_events:
+            return
+        events, self.pending_events = self.pending_events, []
+        run = self.store.get_run(self.run_id)
+        for kind, step in events:
+            with contextlib.suppress(Exception):  # a progress display must never break a run
+                self.on_event(RunEvent(kind=kind, run=run, step=step))  # type: ignore[arg-type]
 
     def set_step(self, node: _Node, **fields: Any) -> None:
         if "state" in fields:
@@ -517,14 +671,18 @@ class _Execution:
 
     def deps_state(self, node: _Node) -> str:
         """``ok`` (all done), ``bad`` (one failed/skipped/cancelled) or ``pending``."""
-        states = [self.nodes[d].state for d in node.deps]
-        if any(s.finished and s not in _FINISHED_OK for s in states):
-            return "bad"
-        if any(not self.nodes[g].state.finished for g in node.guards):
+        # Called for every waiting step at every scheduling pass: one loop, no lists.
+        pending = False
+        for dep in node.deps:
+            state = self.nodes[dep].state
+            if state in _FINISHED_OK:
+                continue
+            if state.finished:
+                return "bad"
+            pending = True
+        if pending or any(not self.nodes[g].state.finished for g in node.guards):
             return "pending"
-        if all(s in _FINISHED_OK for s in states):
-            return "ok"
-        return "pending"
+        return "ok"
 
     def resolve_inputs(self, node: _Node) -> None:
         """Map each input to the directory its producer saved it in (deps are all done)."""
@@ -563,13 +721,18 @@ class _Execution:
             if self.cancelled.is_set() and not self.cancel_done:
                 self.finish_cancel()
                 break
+            timeout = _POLL
+            if self.pending_events:
+                timeout = max(0.0, min(timeout, self.flush_due - time.monotonic()))
             try:
-                kind, node, payload = self.messages.get(timeout=_POLL)
+                kind, node, payload = self.messages.get(timeout=timeout)
             except queue.Empty:
                 pass
             else:
                 self.handle(kind, node, payload)
             now = time.monotonic()
+            if self.pending_events and now >= self.flush_due:
+                self.flush_events()
             if now - last_poll >= _POLL:
                 last_poll = now
                 if self.store.cancel_requested(self.run_id):
@@ -591,19 +754,23 @@ class _Execution:
                 elif deps == "ok" and node.cache_key is None:
                     self.resolve_inputs(node)
                     node.cache_key = self.key(node)
-                    if self.try_cache(node):
+                    if self.try_cache(node) or self.claim(node):
                         changed = True
+                elif node.held and (self.try_cache(node) or self.claim(node)):
+                    changed = True
         executing, warming = self.counts()
         ready = [
             n
             for n in self.nodes.values()
-            if n.phase in (_WAITING, _WARMING) and self.deps_state(n) == "ok"
+            if n.phase in (_WAITING, _WARMING) and not n.held and self.deps_state(n) == "ok"
         ]
         # Warm ones first (their kernel is up), then the longest chain ahead, then notebook order.
         ready.sort(key=lambda n: (n.phase != _WARMING, -n.rank, n.index))
         for node in ready:
             if executing >= self.runner.max_parallel:
                 break
+            if node.phase == _WAITING and not self.take_gpus(node):
+                continue  # its GPUs are all in use: it waits, others may go
             executing += 1
             if node.phase == _WARMING:
                 warming -= 1
@@ -615,7 +782,8 @@ class _Execution:
         for node in sorted(self.nodes.values(), key=lambda n: (-n.rank, n.index)):
             if warming >= self.runner.prewarm_limit:
                 break
-            if node.phase != _WAITING or node.warm_failed:
+            # A GPU step is not warmed: its kernel must start with its device chosen.
+            if node.phase != _WAITING or node.warm_failed or node.held or node.gpus:
                 continue
             # Critical path first, and only steps whose dependencies are all under way
             # (warming included, so a chain warms several steps ahead), or ready steps that
@@ -625,6 +793,28 @@ class _Execution:
             ):
                 warming += 1
                 self.launch(node, warm=True)
+
+    def take_gpus(self, node: _Node) -> bool:
+        """Give a GPU step its devices (False: not enough free now). Others need none."""
+        if node.gpus <= 0 or node.devices is not None:
+            return True
+        node.devices = self.runner.gpu_pool.take(node.gpus)
+        return node.devices is not None
+
+    def give_back_gpus(self, node: _Node) -> None:
+        """The step's kernel is gone: its devices are free again."""
+        if node.devices:
+            self.runner.gpu_pool.give(node.devices)
+        node.devices = None
+
+    def step_env(self, node: _Node) -> dict[str, str]:
+        """The kernel's extra environment: the step's own, and the devices it may use."""
+        env = dict(node.step.settings.env)
+        if node.devices is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(node.devices)
+        elif node.gpus < 0:
+            env["CUDA_VISIBLE_DEVICES"] = ""  # --allow-cpu: the devices it cannot have hidden
+        return env
 
     def key(self, node: _Node) -> str:
         what: dict[str, Any] = dict(
@@ -638,6 +828,43 @@ class _Execution:
         )
         node.key_parts = StepCache.key_parts(**what)  # kept with the entry, for plans' reasons
         return StepCache.key(**what)
+
+    def claim(self, node: _Node) -> bool:
+        """Take the node's key unless another run computes it; True if the node changed.
+
+        The node becomes held (another run computes its key), or failed (another run's
+        computation of its key failed: the same code on the same inputs). Only a sweep's
+        runner has flights; a step that is not cached cannot be shared.
+        """
+        flights = self.runner.flights
+        if flights is None or node.cache_key is None or node.claimed:
+            return False
+        if not (self.runner.cache_enabled and self.cacheable(node)):
+            return False
+        failed = flights.failure(node.cache_key)
+        if failed is not None:
+            run_id, error, cell = failed
+            node.held = False
+            if node.phase == _WARMING:
+                self.abort(node, "skipped")
+            node.phase = _DONE
+            self.set_step(
+                node,
+                state=RunState.failed,
+                finished=time.time(),
+                error=f"failed in run {run_id} with the same inputs: {error}",
+                error_cell=cell,
+            )
+            return True
+        node.claimed = flights.claim(node.cache_key, f"{self.run_id}/{node.step.name}")
+        was_held, node.held = node.held, not node.claimed
+        return was_held != node.held
+
+    def release(self, node: _Node) -> None:
+        """Give the node's key back: its result is in the cache, or it will not be."""
+        if node.claimed and self.runner.flights is not None and node.cache_key is not None:
+            self.runner.flights.release(node.cache_key, f"{self.run_id}/{node.step.name}")
+        node.claimed = node.held = False
 
     def cacheable(self, node: _Node) -> bool:
         return node.step.settings.cache is not False
@@ -750,9 +977,12 @@ class _Execution:
             cwd=str(self.source_path.parent),
             kernel_name=self.pipeline.kernel_name,
             log_path=str(node.dir / "log.txt"),
-            env=dict(node.step.settings.env),
+            env=self.step_env(node),
         )
 
+        # The default runtime reports the saved outputs itself (right after the save cell);
+        # another one is watched for them.
+        reports = self.runner._run_step is None
         stop_watch = threading.Event()
         watcher = threading.Thread(
             target=self.watch_outputs,
@@ -765,8 +995,12 @@ class _Execution:
             node.go.wait()
             if node.abort is not None or self.cancelled.is_set():
                 raise _Aborted(node.abort or "cancelled")
-            watcher.start()
+            if not reports:
+                watcher.start()
             return dict(node.inputs)
+
+        def on_saved(saved: list[SavedValue], metrics: dict[str, Any]) -> None:
+            self.messages.put(("saved", node, (saved, metrics)))
 
         def on_kernel(pid: int) -> None:
             node.kernel_pid = pid
@@ -782,12 +1016,18 @@ class _Execution:
 
         fork_server = self.get_fork_server()
         extra: dict[str, Any] = {"fork_server": fork_server} if fork_server is not None else {}
+        run_step = self.run_step
+        if reports:
+            extra["on_saved"] = on_saved
+            step_server = self.get_step_server()
+            if step_server is not None and step_server.ready():
+                run_step = step_server.run_step  # else in this thread, until it is
 
         def work() -> None:
-            if not warm:
+            if not warm and not reports:
                 watcher.start()
             try:
-                result: Any = self.run_step(
+                result: Any = run_step(
                     request, ready=ready if warm else None, on_kernel=on_kernel, **extra
                 )
             except BaseException as exc:
@@ -833,7 +1073,14 @@ class _Execution:
             if node.phase == _EXECUTING and not self.cancelled.is_set():
                 self.outputs_saved(node, *payload)
             return
-        # kind == "done"
+        # kind == "done": the kernel is gone
+        try:
+            self.attempt_done(node, payload)
+        finally:
+            if node.phase != _EXECUTING:  # not retried (a retry keeps its devices)
+                self.give_back_gpus(node)
+
+    def attempt_done(self, node: _Node, payload: Any) -> None:
         node.kernel_pid = None
         if node.phase == _DONE:
             return  # aborted while warming (skipped or cached): already recorded
@@ -858,6 +1105,9 @@ class _Execution:
             self.launch(node, warm=False)
             return
         node.phase = _DONE
+        if node.claimed and self.runner.flights is not None and node.cache_key is not None:
+            self.runner.flights.fail(node.cache_key, (self.run_id, error, cell))
+        self.release(node)
         fields: dict[str, Any] = {}
         if result is not None:
             fields["executed_notebook"] = result.executed_notebook
@@ -903,6 +1153,7 @@ class _Execution:
                 log=node.dir / "log.txt",
                 parts=node.key_parts,
             )
+        self.release(node)
         node.phase = _DONE
         if drained:  # already recorded as succeeded when its outputs appeared
             self.set_step(node, executed_notebook=result.executed_notebook, html=result.html)
@@ -996,6 +1247,8 @@ class _Execution:
                     )
         now = time.time()
         for node in self.nodes.values():
+            self.release(node)
+            self.give_back_gpus(node)
             if node.phase == _DRAINING:  # its outputs were saved: it did succeed
                 node.phase = _DONE
                 continue
@@ -1014,6 +1267,8 @@ class _Execution:
         self.emit("run")
 
     def finish(self) -> None:
+        for node in self.nodes.values():
+            self.release(node)
         if self.cancel_done:
             return
         states = [n.state for n in self.nodes.values()]
@@ -1077,5 +1332,6 @@ def _describe_failure(step: str, payload: Any) -> tuple[str, int | None]:
         return f"step {step} failed", None
     if isinstance(payload, BaseException):
         text = str(payload).strip().splitlines()
-        return f"{type(payload).__name__}: {text[0] if text else ''}".rstrip(": "), None
+        ename = getattr(payload, "ename", None) or type(payload).__name__  # from a driver
+        return f"{ename}: {text[0] if text else ''}".rstrip(": "), None
     return f"step {step} failed", None

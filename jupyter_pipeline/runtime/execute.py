@@ -38,9 +38,10 @@ from jupyter_pipeline.runtime.notebook import (
 if TYPE_CHECKING:
     from jupyter_pipeline.runtime.forkserver import ForkServer
 
-__all__ = ["ENGINE_NAME", "StepExecutionError", "kill_kernel", "run_step"]
+__all__ = ["ENGINE_NAME", "StepExecutionError", "kill_kernel", "register_engine", "run_step"]
 
 ENGINE_NAME = "jupyter-pipeline"
+_REGISTER_LOCK = threading.Lock()
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _CELL_LINE = re.compile(r"Cell In\[\d+\], line (\d+)")
 
@@ -82,10 +83,12 @@ class _Context:
         ready: Callable[[], dict[str, str]] | None,
         on_kernel: Callable[[int], None] | None,
         fork_server: ForkServer | None = None,
+        on_saved: Callable[[list[SavedValue], dict[str, Any]], None] | None = None,
     ) -> None:
         self.request = request
         self.ready = ready
         self.on_kernel = on_kernel
+        self.on_saved = on_saved
         self.fork_server = fork_server
         self.nb: NotebookNode | None = None
         self.parameters: dict[str, Any] = {}  # the overrides papermill injects
@@ -114,6 +117,19 @@ class _Context:
             self.granted = True
             return {k: os.path.abspath(v) for k, v in found.items()}
         return {k: os.path.abspath(v) for k, v in self.request.inputs.items()}
+
+
+def register_engine() -> None:
+    """Register the engine in papermill's registry (once; safe from several threads)."""
+    with _REGISTER_LOCK:
+        if ENGINE_NAME not in _papermill_engines()._engines:
+            _register_engine()
+
+
+def _papermill_engines() -> Any:
+    from papermill.engines import papermill_engines
+
+    return papermill_engines
 
 
 def _register_engine() -> None:
@@ -194,6 +210,10 @@ def _register_engine() -> None:
                 try:
                     self.nb_man.cell_start(cell, index)
                     self.execute_cell(cell, index)
+                    if SAVE_TAG in tags and self.jp.on_saved is not None:
+                        # The outputs exist now: dependents need not wait for the kernel's
+                        # shutdown and the final notebook write.
+                        self.jp.on_saved(*read_outputs(os.path.abspath(request.output_dir)))
                 except CellExecutionError as ex:
                     self.nb_man.cell_exception(self.nb.cells[index], cell_index=index, exception=ex)
                     break
@@ -320,9 +340,6 @@ def _quiet_kernel_death(record: Any) -> bool:
         message.startswith("Kernel died")
         or message.startswith("Error occurred while starting new kernel client")
     )
-
-
-_REGISTER_LOCK = threading.Lock()
 
 
 def _thread_loop() -> Any:
@@ -515,6 +532,7 @@ def run_step(
     on_kernel: Callable[[int], None] | None = None,
     check: bool = False,
     fork_server: ForkServer | None = None,
+    on_saved: Callable[[list[SavedValue], dict[str, Any]], None] | None = None,
 ) -> StepResult:
     """Execute a step notebook with papermill in a fresh kernel.
 
@@ -537,17 +555,17 @@ def run_step(
             instead of spawning it, whenever that is faithful; else a kernel is spawned as
             usual. Never used for a step with its own environment variables
             (``request.env``): pre-imported libraries read the environment at import.
+        on_saved: Called with the saved values and metrics as soon as the save cell has run
+            (before the kernel shuts down and the executed notebook is written), so that
+            dependent steps can start.
 
     Returns:
         The result: saved outputs with digests, metrics, failure (if any), timings.
     """
     import papermill
-    from papermill.engines import papermill_engines
     from papermill.exceptions import PapermillExecutionError
 
-    with _REGISTER_LOCK:
-        if ENGINE_NAME not in papermill_engines._engines:
-            _register_engine()
+    register_engine()
     loop_before = _thread_loop()
 
     started = time.time()
@@ -563,7 +581,7 @@ def run_step(
     step_meta = nb.metadata.get(META_KEY, {})
     wanted = step_meta.get("parameters")
     parameters = {k: v for k, v in request.parameters.items() if wanted is None or k in set(wanted)}
-    ctx = _Context(request, ready, on_kernel, None if request.env else fork_server)
+    ctx = _Context(request, ready, on_kernel, None if request.env else fork_server, on_saved)
     ctx.parameters = parameters
     cwd = os.path.abspath(request.cwd) if request.cwd else os.getcwd()
 

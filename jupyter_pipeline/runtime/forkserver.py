@@ -62,7 +62,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 __all__ = [
@@ -926,6 +926,23 @@ def _recv(sock: socket.socket) -> bytes:
     return data
 
 
+class _Attached:
+    """A zygote another process started (see :meth:`ForkServer.attach`)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.retired: tuple[str, str] | None = None
+
+    def connect(self, timeout: float | None = 120) -> socket.socket:
+        return _ZygoteHandle.connect(self, timeout)  # type: ignore[arg-type]
+
+    def alive(self) -> bool:
+        return True  # a dead one fails to connect: ForkError, the kernel is spawned
+
+    def close(self) -> None:
+        pass  # its owner stops it
+
+
 class ForkServer:
     """Client of a zygote for one working directory and environment (one pipeline run).
 
@@ -950,6 +967,53 @@ class ForkServer:
         self._lock = threading.Lock()
         self._closed = False
         self.failed: str | None = None
+        # Attached to another process's zygote (a step driver): asked for a replacement
+        # when that zygote retires, instead of starting one.
+        self._on_retired: Callable[[str, str, str], str | None] | None = None
+
+    @classmethod
+    def attach(
+        cls,
+        path: str,
+        cwd: str,
+        env: dict[str, str],
+        on_retired: Callable[[str, str, str], dict[str, Any] | None] | None = None,
+    ) -> ForkServer:
+        """A client of the zygote at ``path``, started by another process's ForkServer
+        (see :meth:`endpoint`). Closing it leaves that zygote running. When the zygote
+        retires, ``on_retired(module, why, path)`` returns the replacement's endpoint (or
+        None: kernels are spawned).
+        """
+        server = cls(cwd, env)
+        server.env["JPY_PARENT_PID"] = str(os.getpid())  # the kernels' launcher is this one
+        server._zygotes = [_Attached(path)]  # type: ignore[list-item]
+
+        def replacement(module: str, why: str, old: str) -> str | None:
+            endpoint = on_retired(module, why, old) if on_retired is not None else None
+            if not endpoint:
+                return None
+            return str(endpoint["path"])
+
+        server._on_retired = replacement
+        return server
+
+    def endpoint(self) -> dict[str, Any] | None:
+        """Where the current zygote listens, for :meth:`attach` in another process (starts
+        it, or a replacement of a retired one), or None when it cannot start."""
+        try:
+            zygote = self._current()
+        except ForkError:
+            return None
+        return {"path": zygote.path, "cwd": self.cwd, "env": self.env}
+
+    def replace(self, module: str, why: str, path: str) -> dict[str, Any] | None:
+        """Another process found the zygote at ``path`` retired (on ``module``): retire it
+        here and return the replacement's endpoint."""
+        with self._lock:
+            zygote = next((z for z in self._zygotes if z.path == path), None)
+        if zygote is not None and zygote.retired is None:
+            self._retire(zygote, module, why)
+        return self.endpoint()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -962,6 +1026,14 @@ class ForkServer:
             zygote = self._zygotes[-1] if self._zygotes else None
             if zygote is not None and zygote.retired is None and zygote.alive():
                 return zygote
+            if self._on_retired is not None:
+                assert zygote is not None
+                path = self._on_retired(*(zygote.retired or ("", "")), zygote.path)
+                if path is None:
+                    self.failed = "the fork server retired and has no replacement"
+                    raise ForkError(self.failed)
+                self._zygotes.append(_Attached(path))  # type: ignore[arg-type]
+                return self._zygotes[-1]
             if zygote is not None and zygote.retired is None:
                 self.failed = f"the fork server exited (code {zygote.proc.returncode})"
                 raise ForkError(self.failed)

@@ -97,7 +97,8 @@ def build_step_notebook(
     step = pipeline.step(step_name)
     if not isinstance(source_nb, NotebookNode):
         source_nb = nbformat.from_dict(source_nb)
-    nb = nbformat.v4.new_notebook()
+    # nbformat.v4.new_notebook(), without validating an empty notebook.
+    nb = NotebookNode(nbformat=4, nbformat_minor=nbformat.v4.nbformat_minor, cells=[])
     nb.metadata = copy.deepcopy(source_nb.get("metadata", {}))
     nb.metadata.pop("papermill", None)
     nb.metadata.setdefault(

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_pipeline.model import Pipeline, Run, RunState, StepRun
+from jupyter_pipeline.store.sweeps import SWEEP_SCHEMA, SweepStoreMixin
 
 __all__ = [
     "RUNNER_LOST",
@@ -60,7 +61,9 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     runner_signals INTEGER NOT NULL DEFAULT 0,
-    pipeline_json TEXT
+    pipeline_json TEXT,
+    sweep_id TEXT,
+    trial INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs (created);
 CREATE TABLE IF NOT EXISTS steps (
@@ -197,7 +200,7 @@ def kill_process_tree(pid: int, created: float | None = None) -> None:
             psutil.Process(pid).wait(timeout=3)
 
 
-class RunStore:
+class RunStore(SweepStoreMixin):
     """SQLite-backed store of :class:`~jupyter_pipeline.model.Run` records.
 
     Safe to use from several threads (one connection, a lock) and several processes (WAL,
@@ -225,6 +228,7 @@ class RunStore:
             # executescript commits on its own; run it outside an explicit transaction.
             self._conn.executescript(_SCHEMA)
             self._migrate()
+            self._conn.executescript(SWEEP_SCHEMA)
             self._conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         self.recover_lost()
 
@@ -238,6 +242,10 @@ class RunStore:
                 self._conn.execute(
                     "ALTER TABLE runs ADD COLUMN runner_signals INTEGER NOT NULL DEFAULT 0"
                 )
+        for column, kind in (("sweep_id", "TEXT"), ("trial", "INTEGER")):
+            if column not in have:
+                with suppress(sqlite3.OperationalError):
+                    self._conn.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
 
     @property
     def folder(self) -> Path:
@@ -834,4 +842,6 @@ def _run_from_rows(row: sqlite3.Row, steps: list[sqlite3.Row]) -> Run:
         external_id=row["external_id"],
         url=row["url"],
         error=row["error"],
+        sweep_id=row["sweep_id"],
+        trial=row["trial"],
     )

@@ -57,6 +57,12 @@ def _press_run(page):
     return section, view, view.get_attribute("data-run")
 
 
+def _shot(page, view, name: str) -> None:
+    """Screenshot with the run view at the top of the sidebar (it sits below the analysis)."""
+    view.evaluate("e => e.scrollIntoView({block: 'start'})")
+    screenshot(page, name)
+
+
 def _step_row(view, step: str):
     return view.locator(f'.jp-PipelineRunSteps tr[data-step="{step}"]')
 
@@ -70,7 +76,7 @@ def test_run_example_every_step_succeeds_and_values_load(lab: Lab, page) -> None
     expect(view.locator(".jp-PipelineRunSteps tbody tr")).to_have_count(len(steps))
     # While it runs, the open notebook's cells carry their step's state.
     expect(page.locator(".jp-Notebook .jp-Cell[data-pipeline-run-state]").first).to_be_visible()
-    screenshot(page, "run-running")
+    _shot(page, view, "run-running")
     for step in steps:
         expect(_step_row(view, step).locator(".jp-PipelineRunState")).to_have_text(
             "succeeded", timeout=RUN_TIMEOUT_MS
@@ -89,7 +95,7 @@ def test_run_example_every_step_succeeds_and_values_load(lab: Lab, page) -> None
     # The run started here ends with a notification that links back to the run.
     toast = page.locator(".Toastify__toast").filter(has_text=f"Run {run_id}")
     expect(toast).to_contain_text("succeeded")
-    screenshot(page, "run-succeeded")
+    _shot(page, view, "run-succeeded")
 
     # Saved values of a step, with type and size; "Load into kernel" adds and runs a cell.
     _step_row(view, "split").click()
@@ -151,7 +157,7 @@ def test_log_pane_follows_a_running_step(lab: Lab, page) -> None:
     first = duration.text_content()
     page.wait_for_timeout(1500)
     assert duration.text_content() != first  # the duration ticks while it runs
-    screenshot(page, "run-log-following")
+    _shot(page, view, "run-log-following")
     expect(row.locator(".jp-PipelineRunState")).to_have_text("succeeded", timeout=RUN_TIMEOUT_MS)
     # The whole log stays after the step finished.
     row.click()
@@ -183,7 +189,7 @@ def test_failed_second_step_and_go_to_cell(lab: Lab, page) -> None:
     expect(error).to_contain_text("ZeroDivisionError")
     # The failing step's log shows the traceback.
     expect(view.locator('.jp-PipelineLog[data-step="compute"]')).to_be_visible()
-    screenshot(page, "run-failed")
+    _shot(page, view, "run-failed")
     # Select another cell first, so the jump is real.
     page.locator(".jp-Notebook .jp-Cell").nth(1).click()
     error.locator(".jp-PipelineGoToCell").click()
@@ -220,7 +226,7 @@ def test_cancel_stops_a_long_step_and_leaves_no_process(lab: Lab, page) -> None:
         expect(_step_row(view, "long").locator(".jp-PipelineRunState")).to_have_text("cancelled")
         expect(_step_row(view, "after").locator(".jp-PipelineRunState")).to_have_text("cancelled")
         expect(view.locator(".jp-PipelineCancel")).to_have_count(0)
-        screenshot(page, "run-cancelled")
+        _shot(page, view, "run-cancelled")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and (
             _alive(kernel) or (runner is not None and _alive(runner))
@@ -274,4 +280,4 @@ def test_a_run_started_from_a_terminal_appears_without_reload(lab: Lab, page) ->
     expect(row).to_have_attribute("data-state", "succeeded", timeout=30_000)
     expect(row).to_contain_text("n=5")
     expect(row.locator(".jp-PipelineRunState")).to_have_text("succeeded")
-    screenshot(page, "run-list-cli")
+    _shot(page, section, "run-list-cli")

@@ -28,7 +28,7 @@ export function startLabel(seconds: number | null | undefined, now: number): str
     return '';
   }
   const d = new Date(seconds * 1000);
-  const time = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  const time = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
   const today = new Date(now * 1000).toDateString() === d.toDateString();
   return today ? time : `${d.toLocaleDateString([], { month: 'short', day: 'numeric' })} ${time}`;
 }

@@ -209,9 +209,7 @@ export function RunView(props: RunViewProps): JSX.Element {
       {(failure || (run.error && run.state !== 'succeeded')) && (
         <div className="jp-PipelineError jp-PipelineRunError" role="alert">
           <div>
-            {failure
-              ? trans.__('Step %1 failed: %2', failure.name, failure.error ?? '')
-              : run.error}
+            {failure ? (failure.error ?? trans.__('Step %1 failed', failure.name)) : run.error}
           </div>
           {failure && failure.error_cell !== null && failure.error_cell !== undefined && (
             <button

@@ -19,6 +19,7 @@ import { IPipelineTracker } from './tokens';
 import { CellDecorator } from './widgets/cellDecorator';
 import { editCellRole } from './widgets/roleDialog';
 import { PipelineSidebar } from './widgets/sidebar';
+import { runsPlugin } from './widgets/runPlugin';
 import { PipelineTracker } from './widgets/tracker';
 
 export { IPipelineTracker } from './tokens';
@@ -308,4 +309,4 @@ const plugin: JupyterFrontEndPlugin<IPipelineTracker> = {
   }
 };
 
-export default plugin;
+export default [plugin, runsPlugin];

@@ -16,6 +16,11 @@ from collections.abc import Iterator
 
 import pytest
 from labui import CHROMIUM_ARGS, TIMEOUT_MS, Lab, chromium_path, start_lab
+from playwright.sync_api import expect
+
+# Assertions wait as long as actions: on a loaded 2-core machine an analysis answer can take
+# seconds (Playwright's default for expect is 5 s).
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

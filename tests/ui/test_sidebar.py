@@ -60,6 +60,51 @@ def test_sidebar_shows_steps_and_labelled_edges(lab: Lab, page) -> None:
     screenshot(page, "sidebar-iris")
     assert not [e for e in page.console_errors if "jupyter-pipeline" in e]
 
+    # Dark theme: the sidebar's text keeps its contrast (theme variables only).
+    _set_theme(lab, "JupyterLab Dark")
+    try:
+        open_notebook(lab, page, nb)
+        panel = open_pipeline_panel(page)
+        expect(page.locator("body")).to_have_attribute("data-jp-theme-name", "JupyterLab Dark")
+        expect(panel.locator(".jp-PipelineGraph-node")).to_have_count(5)
+        for selector in (
+            ".jp-PipelineGraph-node text",
+            ".jp-PipelineStep-name",
+            ".jp-PipelineBadge",
+        ):
+            assert page.evaluate(CONTRAST, selector) > 4.5, selector
+        screenshot(page, "sidebar-iris-dark")
+    finally:
+        _set_theme(lab, "JupyterLab Light")
+
+
+# WCAG contrast ratio between an element's text colour (SVG fill or CSS colour) and the
+# sidebar's background.
+CONTRAST = """(selector) => {
+  const el = document.querySelector(selector);
+  const style = getComputedStyle(el);
+  const fg = el instanceof SVGElement ? style.fill : style.color;
+  const bg = getComputedStyle(document.querySelector('.jp-PipelinePanel')).backgroundColor;
+  const lum = c => {
+    const [r, g, b] = c.match(/[\\d.]+/g).slice(0, 3).map(v => {
+      v = Number(v) / 255;
+      return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+  return (a + 0.05) / (b + 0.05);
+}"""
+
+
+def _set_theme(lab: Lab, name: str) -> None:
+    """Choose the lab's theme through the settings REST API (applies on the next page load)."""
+    lab.api(
+        "lab/api/settings/@jupyterlab/apputils-extension:themes",
+        "PUT",
+        {"raw": json.dumps({"theme": name})},
+    )
+
 
 def test_undefined_name_diagnostic_selects_its_cell(lab: Lab, page) -> None:
     nb = write_notebook(

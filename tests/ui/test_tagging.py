@@ -123,10 +123,10 @@ def test_undo_reverts_a_tag_edit(lab: Lab, page: Page) -> None:
     assert _save_and_read_tags(lab, page, nb) == [["step:first"], ["step:second"]]
 
 
-def test_tag_selected_cells_as_a_new_step_from_the_palette(lab: Lab, page: Page) -> None:
+def test_tag_selected_cells_as_a_new_step_from_the_toolbar(lab: Lab, page: Page) -> None:
     nb = write_notebook(
         lab,
-        "palette.ipynb",
+        "toolbar.ipynb",
         [
             ("code", "a = 1", ["step:first"]),
             ("code", "b = a + 1", []),
@@ -138,9 +138,10 @@ def test_tag_selected_cells_as_a_new_step_from_the_palette(lab: Lab, page: Page)
     cells.nth(1).locator(".jp-InputPrompt").click()
     page.keyboard.press("Escape")
     page.keyboard.press("Shift+ArrowDown")  # cells 2 and 3 selected
-    page.keyboard.press("Control+Shift+c")
-    page.locator(".lm-CommandPalette-input").fill("Tag Selected Cells as a New Step")
-    page.keyboard.press("Enter")
+    expect(cells.nth(2)).to_have_class(re.compile(r"\bjp-mod-selected\b"))
+    page.locator(
+        '.jp-NotebookPanel-toolbar [data-jp-item-name="jupyter-pipeline-tag-step"]'
+    ).click()
     page.locator(".jp-Dialog input").fill("later")
     page.get_by_role("button", name="Ok", exact=True).click()
     assert _save_and_read_tags(lab, page, nb) == [["step:first"], ["step:later"], []]

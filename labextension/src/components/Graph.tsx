@@ -10,19 +10,20 @@ import { LaidOutGraph, Measure, approxMeasure, layoutGraph, mergeEdges } from '.
 
 const elk = new ELK();
 
-let canvas: HTMLCanvasElement | null = null;
-/** Text width in the graph's font, measured on a canvas. */
-const measure: Measure = text => {
-  canvas = canvas ?? document.createElement('canvas');
-  const ctx = canvas.getContext('2d');
+/**
+ * A text measurer in the graph's font, on a canvas. The font is read once per layout: reading
+ * computed style for every label forces a style pass over a large notebook's DOM each time.
+ */
+function makeMeasure(): Measure {
+  const ctx = document.createElement('canvas').getContext('2d');
   if (!ctx) {
-    return approxMeasure(text);
+    return approxMeasure;
   }
   const family =
     getComputedStyle(document.body).getPropertyValue('--jp-ui-font-family') || 'sans-serif';
   ctx.font = `12px ${family}`;
-  return Math.ceil(ctx.measureText(text).width);
-};
+  return text => Math.ceil(ctx.measureText(text).width);
+}
 
 export interface GraphProps {
   steps: Step[];
@@ -46,7 +47,7 @@ export function Graph(props: GraphProps): JSX.Element {
       elk,
       steps.map(s => ({ id: s.name, label: s.display_name })),
       mergeEdges(edges),
-      measure
+      makeMeasure()
     ).then(
       g => live && setGraph(g),
       err => console.warn('jupyter-pipeline: graph layout failed', err)
@@ -66,9 +67,10 @@ export function Graph(props: GraphProps): JSX.Element {
       aria-label={trans.__('Pipeline graph')}
     >
       <svg
-        width={graph.width}
-        height={graph.height}
+        width="100%"
         viewBox={`0 0 ${graph.width} ${graph.height}`}
+        // Natural size when it fits; scaled down (never cut) in a narrow sidebar.
+        style={{ maxWidth: graph.width }}
         role="img"
         aria-label={trans.__('Pipeline graph with %1 steps', steps.length)}
       >

@@ -92,7 +92,7 @@ export function StepList(props: {
                 title={plan.reason}
               >
                 {plan.action === 'cached' ? trans.__('cached') : trans.__('will run')}
-                <span className="jp-PipelinePlan-reason">{plan.reason}</span>
+                <span className="jp-PipelinePlan-reason">— {plan.reason}</span>
               </span>
             )}
             <div className="jp-PipelineStep-io">
@@ -298,7 +298,12 @@ export function PipelineView(props: PipelineViewProps): JSX.Element {
     pipeline.state === 'analyzing'
       ? trans.__('analyzing…')
       : pipeline.state === 'ready' && p
-        ? trans.__('%1 steps · %2 ms', p.steps.length, Math.round(pipeline.lastDuration))
+        ? trans._n(
+            '%1 step · %2 ms',
+            '%1 steps · %2 ms',
+            p.steps.length,
+            Math.round(pipeline.lastDuration)
+          )
         : '';
   return (
     <div className="jp-PipelineView" data-state={pipeline.state}>

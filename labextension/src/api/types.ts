@@ -60,7 +60,7 @@ export interface Definition {
 }
 
 /** What a replayed snippet is. */
-export type DefinitionKind = "imports-cell" | "functions-cell" | "import" | "function" | "class" | "state";
+export type DefinitionKind = "imports-cell" | "functions-cell" | "import" | "function" | "class" | "state" | "derived-value";
 
 /**
  * Something doubtful found in the notebook, pinned to a cell.

@@ -41,7 +41,10 @@ def browser() -> Iterator[object]:
     """Headless Debian Chromium through Python Playwright (never ``playwright install``)."""
     executable = chromium_path()
     if executable is None:
-        pytest.skip("no Chromium: apt-get install -y chromium (the UI tests drive a real browser)")
+        message = "no Chromium: apt-get install -y chromium (the UI tests drive a real browser)"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # in CI a missing browser is a broken set-up, not a skip
+        pytest.skip(message)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

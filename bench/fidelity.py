@@ -296,9 +296,9 @@ def measure(
             straight.append(nbformat.read(str(out), as_version=4))
         start = time.perf_counter()
         with RunStore(work / "store" / "runs.db") as store:
-            run = LocalRunner(store, max_parallel=max_parallel, cache=False).run(
-                pipeline, nb_path, parameters={}, output=merged_path
-            )
+            # A straight run ignores GPU limit tags (Kale's are for KFP): so does the pipeline.
+            runner = LocalRunner(store, max_parallel=max_parallel, cache=False, allow_cpu=True)
+            run = runner.run(pipeline, nb_path, parameters={}, output=merged_path)
         result.pipeline_seconds = time.perf_counter() - start
         result.run_state = run.state.value
         failed = [s for s in run.steps if s.error]

@@ -178,8 +178,11 @@ async def test_run_to_succeeded_with_logs_notebooks_and_plan(jp_fetch, jp_root_d
     status, step_nb = await call(jp_fetch, "runs", run["id"], "steps", "second", "notebook")
     assert status == 200 and "b is 21" in json.dumps(step_nb)
     status, merged = await call(jp_fetch, "runs", run["id"], "notebook")
-    assert status == 200 and len(merged["cells"]) == 3
-    assert "b is 21" in json.dumps(merged["cells"][2]["outputs"])
+    # As papermill records overrides: an injected-parameters cell after the parameters cell.
+    assert status == 200 and len(merged["cells"]) == 4
+    assert merged["cells"][1]["metadata"]["tags"] == ["injected-parameters"]
+    assert merged["metadata"]["papermill"]["parameters"] == {"n": 2}
+    assert "b is 21" in json.dumps(merged["cells"][3]["outputs"])
     # The plan now: cached; after an edit of the second step: it will run.
     body = {"path": "work.ipynb", "parameters": {"n": 2}}
     status, out = await call(jp_fetch, "analyze", body=body)

@@ -253,6 +253,9 @@ class LocalLauncher:
             settings["cache"] = cache
         if max_parallel is not None:
             settings["max_parallel"] = max_parallel
+        # Only what the caller overrode is injected (papermill's injected-parameters cell);
+        # the store keeps every value the run used.
+        settings["overrides"] = {k: values[k] for k in parameters or {}}
         run_dir = _record_copy(self.store, run, nb, settings)
         try:
             pid = _spawn(["run", "--store", str(self.store.path), run.id], run_dir, path.parent)
@@ -445,7 +448,7 @@ def _run_launched(store: RunStore, run_id: str) -> int:
         done = runner.run(
             pipeline,
             run.notebook,
-            parameters=run.parameters,
+            parameters=settings.get("overrides", run.parameters),
             output=run_dir / MERGED,
             on_event=_print_event,
             run_id=run.id,

@@ -556,10 +556,16 @@ def compile_package(
     Returns:
         The pipeline spec, the platform spec (Kubernetes secrets) if any, and the YAML text.
     """
+    _kfp()  # a missing kfp is reported before the notebook's own errors
+    func, plans = build_pipeline_func(pipeline, source_nb, **options)
+    return _compile_func(func, plans)
+
+
+def _compile_func(func: Any, plans: dict[str, StepComponent]) -> CompiledPackage:
+    """Compile a built pipeline function (plain or sweep) into its :class:`CompiledPackage`."""
     _, compiler = _kfp()
     from google.protobuf import json_format  # kfp's own dependency: importable after kfp
 
-    func, plans = build_pipeline_func(pipeline, source_nb, **options)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pipeline.yaml"
         compiler.Compiler().compile(func, str(path))

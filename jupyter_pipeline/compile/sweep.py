@@ -11,7 +11,6 @@ parameter still is, with the sweep's fixed values (``-p``) as defaults.
 
 from __future__ import annotations
 
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from jupyter_pipeline.compile.builder import (
     CompiledPackage,
     CompileError,
     StepComponent,
+    _compile_func,
     _kfp,
     _pipeline_signature,
     apply_settings,
@@ -129,20 +129,7 @@ def compile_sweep_package(
     **options: Any,
 ) -> CompiledPackage:
     """Compile the sweep with kfp's compiler; see :func:`build_sweep_pipeline_func`."""
-    from google.protobuf import json_format
-
     func, plans = build_sweep_pipeline_func(
         pipeline, source_nb, plan, parallelism=parallelism, **options
     )
-    _, compiler = _kfp()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "pipeline.yaml"
-        compiler.Compiler().compile(func, str(path))
-        text = path.read_text(encoding="utf-8")
-    platform = func.platform_spec
-    return CompiledPackage(
-        pipeline_spec=json_format.MessageToDict(func.pipeline_spec),
-        platform_spec=json_format.MessageToDict(platform) if platform.platforms else None,
-        yaml=text,
-        components=plans,
-    )
+    return _compile_func(func, plans)

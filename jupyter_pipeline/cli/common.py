@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from nbformat import NotebookNode
 
@@ -29,6 +31,27 @@ def console(**kwargs: Any) -> Console:
             raise BrokenPipeError
 
     return _PipeConsole(**kwargs)
+
+
+class _Stateful(Protocol):
+    @property
+    def state(self) -> Any: ...
+
+
+_S = TypeVar("_S", bound=_Stateful)
+
+
+def wait_finished(current: _S, fetch: Callable[[], _S], seconds: float) -> _S:
+    """Poll ``fetch()`` (a run or sweep, re-read) until its state is finished, for at most
+    ``seconds``: ``cancel`` waits for the runner to record the cancellation. Returns the
+    last value read (``current`` if none was)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        current = fetch()
+        if current.state.finished:
+            break
+        time.sleep(0.2)
+    return current
 
 
 def where(d: Diagnostic) -> str:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from jupyter_pipeline.cli import EXIT_FAILURE, EXIT_OK, UsageError
 from jupyter_pipeline.cli.analyze import add_split_option
-from jupyter_pipeline.cli.common import analyze_or_stop
+from jupyter_pipeline.cli.common import analyze_or_stop, wait_finished
 from jupyter_pipeline.cli.common import console as stdout_console
 
 if TYPE_CHECKING:
@@ -763,12 +763,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         print(f"run {run.id} already {run.state.value}")
         return EXIT_OK
     # Wait (briefly) for the runner to record the cancellation.
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        run = store.get_run(run.id)
-        if run.state.finished:
-            break
-        time.sleep(0.2)
+    run = wait_finished(run, lambda: store.get_run(run.id), 20)
     print(f"run {run.id} {run.state.value}")
     return EXIT_OK
 

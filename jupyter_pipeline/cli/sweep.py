@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from jupyter_pipeline.cli import EXIT_FAILURE, EXIT_OK, UsageError
 from jupyter_pipeline.cli.analyze import add_split_option
-from jupyter_pipeline.cli.common import analyze_or_stop
+from jupyter_pipeline.cli.common import analyze_or_stop, wait_finished
 
 if TYPE_CHECKING:
     from jupyter_pipeline.model import Sweep
@@ -441,12 +441,7 @@ def cancel_sweep_command(store: RunStore, ident: str) -> int:
     if not cancel_sweep(store, sweep.id):
         print(f"sweep {sweep.id} already {sweep.state.value}")
         return EXIT_OK
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        sweep = store.get_sweep(sweep.id)
-        if sweep.state.finished:
-            break
-        time.sleep(0.2)
+    sweep = wait_finished(sweep, lambda: store.get_sweep(sweep.id), 30)
     print(f"sweep {sweep.id} {sweep.state.value}")
     return EXIT_OK
 

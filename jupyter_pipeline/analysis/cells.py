@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
-from jupyter_pipeline.analysis.dyncode import class_code_use, function_code_use, own_namespace
+from jupyter_pipeline.analysis.dyncode import (
+    class_code_use,
+    function_code_use,
+    own_namespace,
+    param_names,
+)
 from jupyter_pipeline.analysis.knowledge import (
     CODE_LINE_MAGICS,
     FILE_METHODS,
@@ -255,16 +260,6 @@ class _ScopeBindings(ast.NodeVisitor):
         self.generic_visit(node)
 
 
-def _param_names(args: ast.arguments) -> list[str]:
-    names = [a.arg for a in args.posonlyargs + args.args]
-    if args.vararg:
-        names.append(args.vararg.arg)
-    names += [a.arg for a in args.kwonlyargs]
-    if args.kwarg:
-        names.append(args.kwarg.arg)
-    return names
-
-
 def _positional_params(args: ast.arguments) -> list[str]:
     return [a.arg for a in args.posonlyargs + args.args]
 
@@ -429,7 +424,7 @@ def _summarize_scope(args: ast.arguments | None, body: list[ast.stmt]) -> FuncSu
     binder = _ScopeBindings()
     for stmt in body:
         binder.visit(stmt)
-    params = set(_param_names(args)) if args else set()
+    params = set(param_names(args)) if args else set()
     local = (binder.bound | params | binder.nonlocals) - binder.globals
     effects = _BodyEffects(local, params, binder.globals)
     for stmt in body:

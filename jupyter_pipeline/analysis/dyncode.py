@@ -29,6 +29,7 @@ __all__ = [
     "class_code_use",
     "function_code_use",
     "own_namespace",
+    "param_names",
     "passed_values",
 ]
 
@@ -96,7 +97,9 @@ def _built(flow: _Flow) -> _Flow:
     return dict.fromkeys(flow, False)
 
 
-def _params(args: ast.arguments) -> list[str]:
+def param_names(args: ast.arguments) -> list[str]:
+    """Every parameter a signature binds, in order: positional, ``*args``, keyword-only,
+    ``**kwargs``."""
     names = [a.arg for a in args.posonlyargs + args.args]
     if args.vararg:
         names.append(args.vararg.arg)
@@ -291,7 +294,7 @@ def function_code_use(args: ast.arguments | None, body: list[ast.stmt]) -> CodeU
     use = CodeUse()
     if not _evaluates(body):
         return use
-    roots = {p: {p: True} for p in _params(args)} if args is not None else {}
+    roots = {p: {p: True} for p in param_names(args)} if args is not None else {}
     tracker = _Tracker(roots, {}, None)
     tracker.settle(body)
     tracker.sinks(body, use)
@@ -317,7 +320,7 @@ def class_code_use(node: ast.ClassDef) -> CodeUse:
     attrs: dict[str, _Flow] = {}
     trackers: list[tuple[ast.FunctionDef | ast.AsyncFunctionDef, _Tracker]] = []
     for m in methods:
-        params = _params(m.args)
+        params = param_names(m.args)
         self_name = params[0] if params else None
         own = "" if m.name == "__init__" else "."  # a method's own parameters: not the class's
         roots = {p: {own + p: True} for p in params[1:]}

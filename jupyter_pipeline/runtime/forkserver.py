@@ -63,7 +63,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = [
     "ForkError",
@@ -500,23 +500,15 @@ class _Zygote:
         sync_r, sync_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the kernel
-            code = 1
-            try:
+
+            def kernel() -> int:
                 os.close(sync_r)
                 os.setsid()  # before the runner learns the pid: it signals the group
                 os.write(sync_w, b"k")
                 os.close(sync_w)
-                code = self.become_kernel(msg, fds)
-            except BaseException:
-                import traceback
+                return self.become_kernel(msg, fds)
 
-                with contextlib.suppress(BaseException):
-                    traceback.print_exc()
-            finally:
-                with contextlib.suppress(BaseException):
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                os._exit(code)
+            run_forked_child(kernel)
         os.close(sync_w)
         for fd in fds:
             os.close(fd)
@@ -702,6 +694,25 @@ class _StreamProxy:
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._target(), attr)
+
+
+def run_forked_child(body: Callable[[], int]) -> NoReturn:
+    """In a child just forked: run ``body`` and ``os._exit`` with the code it returns (1 if
+    it raises, the traceback printed). Never returns: the child must not unwind into the
+    parent's stack (its ``finally`` blocks and ``atexit`` handlers are the parent's)."""
+    code = 1
+    try:
+        code = body()
+    except BaseException:
+        import traceback
+
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
 
 
 def _exit_code(exc: SystemExit) -> int:

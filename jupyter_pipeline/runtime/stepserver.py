@@ -203,12 +203,14 @@ class _Server:
                     os.close(fd)
 
     def fork(self, conn: socket.socket, poller: Any) -> None:
+        from jupyter_pipeline.runtime.forkserver import run_forked_child  # preimported
+
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # the driver
-            code = 0
-            try:
+
+            def driver() -> int:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, _terminated)
                 self.listener.close()
@@ -217,17 +219,9 @@ class _Server:
                 os.close(0)  # the runner's death pipe is the server's to watch
                 conn.setblocking(True)
                 _drive(conn)
-            except BaseException:
-                import traceback
+                return 0
 
-                code = 1
-                with contextlib.suppress(BaseException):
-                    traceback.print_exc()
-            finally:
-                with contextlib.suppress(BaseException):
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                os._exit(code)
+            run_forked_child(driver)
         conn.close()
         pidfd = os.pidfd_open(pid)
         self.children[pidfd] = pid

@@ -213,7 +213,7 @@ class LocalLauncher:
         html: bool = False,
     ):
         self.store = store
-        self.settings = {
+        self.settings: dict[str, Any] = {
             "max_parallel": max_parallel,
             "cache": cache,
             "prewarm": prewarm,

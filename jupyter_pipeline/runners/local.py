@@ -386,8 +386,15 @@ class LocalRunner:
             finally:
                 if in_main:
                     signal.signal(signal.SIGTERM, old_handler or signal.SIG_DFL)
-            if output is not None:
-                execution.write_merged(Path(output), runtime.merge_outputs)
+            outcome = execution.outcome()
+            # The merged notebook is on disk before the run is recorded as finished: whoever
+            # sees the final state (the sidebar, `show`, a waiting test) can open it at once.
+            try:
+                if output is not None:
+                    execution.write_merged(Path(output), runtime.merge_outputs, outcome)
+            finally:
+                if outcome is not None:
+                    execution.record_outcome(*outcome)
         finally:
             execution.close_fork_server()
             if execution.step_server is not None:
@@ -737,7 +744,8 @@ class _Execution:
                 last_poll = now
                 if self.store.cancel_requested(self.run_id):
                     self.request_cancel()
-        self.finish()
+        for node in self.nodes.values():
+            self.release(node)
 
     def schedule(self) -> None:
         """Skip, serve from cache, promote warm steps, launch, pre-warm — until stable."""
@@ -1266,11 +1274,10 @@ class _Execution:
         )
         self.emit("run")
 
-    def finish(self) -> None:
-        for node in self.nodes.values():
-            self.release(node)
+    def outcome(self) -> tuple[RunState, str | None] | None:
+        """The run's final state and error once the loop is done (None: cancelled, recorded)."""
         if self.cancel_done:
-            return
+            return None
         states = [n.state for n in self.nodes.values()]
         failed = [n.step.name for n in self.nodes.values() if n.state is RunState.failed]
         if failed:
@@ -1282,11 +1289,23 @@ class _Execution:
             state, error = RunState.succeeded, None
         else:
             state, error = RunState.failed, "some steps did not run"
+        return state, error
+
+    def record_outcome(self, state: RunState, error: str | None) -> None:
+        """Record the run's final state in the store and tell the listeners."""
         self.store.update_run(self.run_id, state=state, finished=time.time(), error=error)
         self.emit("run")
 
-    def write_merged(self, output: Path, merge_outputs: Callable[..., Any]) -> None:
-        """Write the source notebook with each cell's outputs from its executed step."""
+    def write_merged(
+        self,
+        output: Path,
+        merge_outputs: Callable[..., Any],
+        outcome: tuple[RunState, str | None] | None = None,
+    ) -> None:
+        """Write the source notebook with each cell's outputs from its executed step.
+
+        ``outcome`` is the final state not yet in the store (it is recorded after this).
+        """
         executed = {}
         for name, node in self.nodes.items():
             # A step cancelled while running has no recorded notebook, but its runtime saved
@@ -1299,7 +1318,7 @@ class _Execution:
             "run_id": self.run_id,
             "pipeline": self.pipeline.name,
             "source_notebook": str(self.source_path),
-            "state": run.state.value,
+            "state": (outcome[0] if outcome else run.state).value,
             "parameters": self.parameters,
             "steps": {
                 s.step: {"state": s.state.value, **({"error": s.error} if s.error else {})}

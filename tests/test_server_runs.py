@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
-from helpers import nb
+from helpers import cmdline, nb
 from test_server_api import call
 
 from jupyter_pipeline.store import RunStore
@@ -200,7 +200,8 @@ async def test_run_to_succeeded_with_logs_notebooks_and_plan(jp_fetch, jp_root_d
     assert rerun["state"] == "succeeded" and rerun["parameters"] == {"n": 2}
     assert [s["state"] for s in rerun["steps"]] == ["cached", "cached"]
     status, merged = await call(jp_fetch, "runs", again["id"], "notebook")
-    assert "b is 21" in json.dumps(merged["cells"][2]["outputs"])
+    assert merged["cells"][1]["metadata"]["tags"] == ["injected-parameters"]
+    assert "b is 21" in json.dumps(merged["cells"][3]["outputs"])
 
 
 async def test_runs_refuse_bad_input_and_unknown_ids(jp_fetch, jp_root_dir):
@@ -257,7 +258,7 @@ async def test_cancel_leaves_no_process_and_then_conflicts(jp_fetch, jp_root_dir
         # Wait until the slow step's kernel has spawned its `sleep` child.
         nonlocal procs
         procs = _processes(store, run_id)
-        return any("sleep" in " ".join(p.cmdline()) for p in procs if p.is_running())
+        return any("sleep" in cmdline(p) for p in procs)
 
     await wait_run(jp_fetch, run_id, until=sleeping)
     assert len(procs) >= 3  # runner, kernel, sleep

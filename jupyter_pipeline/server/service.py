@@ -7,6 +7,7 @@ No tornado or jupyter_server import: this is testable and reusable as plain Pyth
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from jupyter_pipeline.runners.base import ParameterError
 from jupyter_pipeline.runners.launch import (
     MERGED,
     NOTEBOOK_COPY,
+    SETTINGS,
     LaunchError,
     notebook_from_json,
     refuse_errors,
@@ -426,7 +428,13 @@ class PipelineService:
                     executed[s.step] = nbformat.read(s.executed_notebook, as_version=4)
                 except Exception:  # being written by papermill right now: leave it out
                     continue
-        return json.loads(nbformat.writes(merge_outputs(source, executed)))
+        # The overrides as the runner will record them, so the notebook looks the same
+        # (injected-parameters cell included) before and after the run ends.
+        overrides = None
+        with contextlib.suppress(OSError, ValueError):
+            overrides = json.loads((run_dir / SETTINGS).read_text()).get("overrides")
+        merged = merge_outputs(source, executed, parameters=overrides)
+        return json.loads(nbformat.writes(merged))
 
 
 def _whole_chars(data: bytes) -> int:

@@ -18,7 +18,6 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import count
 
 from jupyter_pipeline.analysis.cells import (
     CallInfo,
@@ -27,7 +26,6 @@ from jupyter_pipeline.analysis.cells import (
     DefInfo,
     Event,
     FuncSummary,
-    analyze_cell,
 )
 from jupyter_pipeline.analysis.dyncode import BIND, BUILT, CODE, EXEC, passed_values
 from jupyter_pipeline.analysis.knowledge import (
@@ -48,12 +46,8 @@ from jupyter_pipeline.analysis.knowledge import (
     STATE_SETTERS,
     UNTRACKED_SEEDS,
 )
-from jupyter_pipeline.analysis.source import (
-    CellSyntaxError,
-    ParsedCell,
-    parse_cell,
-    parse_code_string,
-)
+from jupyter_pipeline.analysis.memo import analyzed_cell, fresh_facts
+from jupyter_pipeline.analysis.source import CellSyntaxError, ParsedCell, parse_code_string
 from jupyter_pipeline.model import (
     Definition,
     DefinitionKind,
@@ -136,7 +130,6 @@ class _Analyzer:
         self.path = parsed.path
         self.diags: list[Diagnostic] = list(parsed.diagnostics)
         self._seen_diag: set[tuple] = set()
-        self.ids = count(1).__next__
         self.facts: dict[int, CellFacts] = {}
         self.env: dict[str, Binding] = {}
         self.rng: dict[str, str | None] = {}  # pseudo-variable -> last step that changed it
@@ -190,13 +183,14 @@ class _Analyzer:
     # ------------------------------------------------------------------ parsing
     def parse_all(self) -> None:
         skip_cells = self.skip_cells
+        taken: set[int] = set()  # memoized facts already used by a cell of this notebook
         for span in self.nb.spans:
             for i in span.cells:
                 cell = self.nb.cells[i]
                 if cell.cell_type != "code":
                     continue
                 try:
-                    parsed = parse_cell(cell.source)
+                    parsed, facts = analyzed_cell(cell.source)
                 except CellSyntaxError as exc:
                     if i in skip_cells:
                         self.diag(
@@ -214,8 +208,10 @@ class _Analyzer:
                         "the notebook too",
                         i,
                     ) from None
+                if id(facts) in taken:  # the same source again: its own identities
+                    facts = fresh_facts(parsed)
+                taken.add(id(facts))
                 self.parsed[i] = parsed
-                facts = analyze_cell(parsed, self.ids)
                 self.facts[i] = facts
                 for ev in facts.events:
                     if ev.op in ("bind", "star"):
@@ -1239,8 +1235,12 @@ class _Analyzer:
     def maybe_state_call(
         self, st: _StepState, call: CallInfo, full: str, cell: int, line: int, cond: Cond | bool
     ) -> None:
-        for setter in STATE_SETTERS:
-            if full == setter or full.startswith(setter + "."):
+        # The setter is ``full`` or a dotted prefix of it (no setter is a prefix of another):
+        # a set lookup per prefix instead of a scan of every setter (calls are frequent).
+        parts = full.split(".")
+        for k in range(1, len(parts) + 1):
+            setter = full if k == len(parts) else ".".join(parts[:k])
+            if setter in STATE_SETTERS:
                 container_read = (
                     setter in _CONTAINER_STATE
                     and full != setter

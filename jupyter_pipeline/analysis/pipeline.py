@@ -19,7 +19,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from jupyter_pipeline.analysis.cells import (
+from jupyter_pipeline.analysis.dyncode import BIND, BUILT, CODE, EXEC, passed_values
+from jupyter_pipeline.analysis.facts import (
     CallInfo,
     CellFacts,
     Cond,
@@ -27,7 +28,6 @@ from jupyter_pipeline.analysis.cells import (
     Event,
     FuncSummary,
 )
-from jupyter_pipeline.analysis.dyncode import BIND, BUILT, CODE, EXEC, passed_values
 from jupyter_pipeline.analysis.knowledge import (
     FILE_READERS,
     FILE_WRITERS,

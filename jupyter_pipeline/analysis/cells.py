@@ -5,524 +5,47 @@ definition), deletes, possible mutations, calls (kept whole, since what a call d
 what its callee is bound to *at that point of the notebook*, which only the notebook-order pass
 in :mod:`jupyter_pipeline.analysis.pipeline` knows), magics, names used inside strings.
 Function, lambda, class and comprehension scopes do not leak: their bodies are summarized into
-what they read and change in the global scope when called.
+what they read and change in the global scope when called (:mod:`.scopes`). The event types
+are in :mod:`.facts`.
 """
 
 from __future__ import annotations
 
 import ast
 import re
-from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
-from jupyter_pipeline.analysis.dyncode import (
-    class_code_use,
-    function_code_use,
-    own_namespace,
-    param_names,
+from jupyter_pipeline.analysis.facts import (
+    CallInfo,
+    CellFacts,
+    Cond,
+    DefInfo,
+    Event,
+    FuncSummary,
 )
-from jupyter_pipeline.analysis.knowledge import (
-    CODE_LINE_MAGICS,
-    FILE_METHODS,
-    PURE_METHODS,
-    QUERY_METHODS,
+from jupyter_pipeline.analysis.knowledge import CODE_LINE_MAGICS, PURE_METHODS, QUERY_METHODS
+from jupyter_pipeline.analysis.scopes import (
+    ScopeBindings,
+    call_info,
+    class_summary,
+    comprehension_summary,
+    dotted,
+    root_name,
+    str_const,
+    summarize_scope,
+    target_names,
 )
 from jupyter_pipeline.analysis.source import ParsedCell, parse_code_string
 
+# (the event types are re-exported: they were defined here first)
 __all__ = ["CallInfo", "CellFacts", "DefInfo", "Event", "FuncSummary", "analyze_cell"]
 
-# Condition contexts: a conditional block gets a fresh id; a context is the tuple of ids of
-# the blocks around a statement, () at the top level. A name bound in context B is surely
-# bound for code in context R when B is a prefix of R.
+# A conditional block's id (see facts.Cond): process-wide, so ids of cells analyzed at
+# different times (memoized facts) never collide.
 _context_ids = count(1)
-Cond = tuple[int, ...]
 
 _QUERY_REF = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
-
-
-@dataclass(slots=True)
-class CallInfo:
-    """A call, as written: the pass resolves what its callee is.
-
-    Attributes:
-        path: Dotted callee (``("np", "random", "seed")``), empty when not a dotted name.
-        args: Root variable of each positional argument (None when not rooted in a name).
-        kwargs: Root variable of each keyword argument.
-        strings: String literals among the positional arguments (None elsewhere).
-        kwstrings: String-literal keyword arguments.
-        inplace: ``inplace=True`` was passed.
-        statement: The call is a whole top-level statement (replayable as state).
-        source: That statement's source, when ``statement``.
-        method: The attribute called when the callee is ``<expression>.method`` (set also
-            when ``path`` is empty: ``pd.DataFrame(d).to_csv(…)``, ``plt.gcf().savefig(…)``).
-        receiver: When the receiver is itself a call with a string literal first argument
-            (``Path('x.txt').write_text(…)``): that call's dotted callee and the string.
-    """
-
-    path: tuple[str, ...]
-    args: list[str | None] = field(default_factory=list)
-    kwargs: dict[str, str | None] = field(default_factory=dict)
-    strings: list[str | None] = field(default_factory=list)
-    kwstrings: dict[str, str] = field(default_factory=dict)
-    inplace: bool = False
-    statement: bool = False
-    source: str = ""
-    method: str | None = None
-    receiver: tuple[tuple[str, ...], str] | None = None
-
-
-@dataclass(slots=True)
-class FuncSummary:
-    """What calling a function (or instantiating a class) does to global names.
-
-    ``param_names`` are the positional parameters (a class: its ``__init__``'s, without
-    ``self``), ``vararg``/``kwonly``/``kwarg`` the rest of the signature. ``code_params`` maps
-    the parameters the body evaluates as code to their roles (see
-    :mod:`jupyter_pipeline.analysis.dyncode`); ``dynamic`` names the ``eval``/``exec``/
-    ``globals`` it runs on code from elsewhere. ``methods`` holds a class's methods' own
-    summaries, for calls through an instance.
-    """
-
-    reads: set[str] = field(default_factory=set)
-    writes: set[str] = field(default_factory=set)
-    mutates: set[str] = field(default_factory=set)
-    mutated_params: set[int | str] = field(default_factory=set)
-    calls: list[CallInfo] = field(default_factory=list)
-    param_names: list[str] = field(default_factory=list)
-    vararg: str | None = None
-    kwonly: list[str] = field(default_factory=list)
-    kwarg: str | None = None
-    code_params: dict[str, set[str]] = field(default_factory=dict)
-    dynamic: str | None = None
-    methods: dict[str, FuncSummary] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class DefInfo:
-    """A binding made by ``import``, ``def`` or ``class``: replayed, not pickled.
-
-    Attributes:
-        source: The statement's source (decorators included).
-        reads: Names the statement reads when it runs (decorators, defaults, bases, class body).
-        summary: For functions and classes, what calling them does.
-        origin: For imports, the dotted name bound (``numpy`` for ``import numpy as np``).
-        statement_id: Identifies the statement (several names may share it).
-    """
-
-    source: str
-    reads: list[str] = field(default_factory=list)
-    summary: FuncSummary | None = None
-    origin: str | None = None
-    statement_id: int = 0
-
-
-@dataclass(slots=True)
-class Event:
-    """One thing a cell does to a global name, in evaluation order.
-
-    ``op`` is one of: ``read``, ``bind``, ``del``, ``mutate``, ``call``, ``magic``, ``string``
-    (name used inside a string), ``dynamic`` (eval/exec/globals() we cannot see into),
-    ``star`` (star import), ``file`` (literal path read or written).
-    """
-
-    op: str
-    name: str
-    line: int
-    cond: Cond = ()
-    kind: str = "data"
-    info: Any = None
-
-
-@dataclass
-class CellFacts:
-    """The events of one cell plus whether it can be seen into at all."""
-
-    events: list[Event]
-    opaque_magic: str | None = None
-    cell_magic: str | None = None
-    cell_magic_args: str = ""
-
-
-def _root(node: ast.AST) -> str | None:
-    """The variable an expression like ``a.b[c].d`` hangs from (``a``)."""
-    while True:
-        if isinstance(node, ast.Name):
-            return node.id
-        if isinstance(node, ast.Attribute | ast.Subscript | ast.Starred):
-            node = node.value
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            # `df.drop(...).fillna(...)`: still rooted in df for receiver purposes
-            node = node.func.value
-        else:
-            return None
-
-
-def _dotted(node: ast.AST) -> tuple[str, ...]:
-    parts: list[str] = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-        return tuple(reversed(parts))
-    return ()
-
-
-def _str_const(node: ast.AST | None) -> str | None:
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    return None
-
-
-def _target_names(target: ast.AST) -> list[str]:
-    out: list[str] = []
-    for n in ast.walk(target):
-        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
-            out.append(n.id)
-    return out
-
-
-# ----------------------------------------------------------------------------------------
-# Nested scopes: free names and effects of functions, lambdas, classes, comprehensions.
-# ----------------------------------------------------------------------------------------
-
-
-class _ScopeBindings(ast.NodeVisitor):
-    """Names a function scope binds (locals) and declares global/nonlocal."""
-
-    def __init__(self) -> None:
-        self.bound: set[str] = set()
-        self.globals: set[str] = set()
-        self.nonlocals: set[str] = set()
-
-    def visit_Name(self, node: ast.Name) -> None:
-        if isinstance(node.ctx, ast.Store | ast.Del):
-            self.bound.add(node.id)
-
-    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
-        self.bound.add(node.name)
-        for d in node.decorator_list:
-            self.visit(d)
-        for d in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
-            self.visit(d)
-
-    visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
-
-    def visit_ClassDef(self, node: ast.ClassDef) -> None:
-        self.bound.add(node.name)
-        for d in node.decorator_list + node.bases + [k.value for k in node.keywords]:
-            self.visit(d)
-
-    def visit_Lambda(self, node: ast.Lambda) -> None:
-        for d in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
-            self.visit(d)
-
-    def _comp(self, node: Any) -> None:
-        # Only walrus targets inside a comprehension bind in the enclosing scope.
-        for n in ast.walk(node):
-            if isinstance(n, ast.NamedExpr) and isinstance(n.target, ast.Name):
-                self.bound.add(n.target.id)
-        self.visit(node.generators[0].iter)
-
-    visit_ListComp = visit_SetComp = visit_GeneratorExp = visit_DictComp = _comp
-
-    def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
-        for a in node.names:
-            if a.name != "*":
-                self.bound.add((a.asname or a.name).split(".")[0])
-
-    visit_ImportFrom = visit_Import  # type: ignore[assignment]
-
-    def visit_Global(self, node: ast.Global) -> None:
-        self.globals.update(node.names)
-
-    def visit_Nonlocal(self, node: ast.Nonlocal) -> None:
-        self.nonlocals.update(node.names)
-
-    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
-        if node.name:
-            self.bound.add(node.name)
-        self.generic_visit(node)
-
-    def visit_MatchAs(self, node: ast.MatchAs) -> None:
-        if node.name:
-            self.bound.add(node.name)
-        self.generic_visit(node)
-
-    def visit_MatchStar(self, node: ast.MatchStar) -> None:
-        if node.name:
-            self.bound.add(node.name)
-
-    def visit_MatchMapping(self, node: ast.MatchMapping) -> None:
-        if node.rest:
-            self.bound.add(node.rest)
-        self.generic_visit(node)
-
-
-def _positional_params(args: ast.arguments) -> list[str]:
-    return [a.arg for a in args.posonlyargs + args.args]
-
-
-class _BodyEffects(ast.NodeVisitor):
-    """Collects reads of free names and effects on them inside one nested scope.
-
-    ``local`` holds the scope's own names; every other name loaded is free (global, or bound
-    in an enclosing function, which the caller filters). Nested scopes are summarized
-    recursively and their free names bubble up.
-    """
-
-    def __init__(self, local: set[str], params: set[str], global_decl: set[str]):
-        self.local = local
-        self.params = params
-        self.global_decl = global_decl
-        self.summary = FuncSummary()
-
-    def _free(self, name: str) -> bool:
-        return name not in self.local or name in self.global_decl
-
-    def _mutate(self, node: ast.AST) -> None:
-        root = _root(node)
-        if root is None:
-            return
-        if root in self.params and root not in self.global_decl:
-            self.summary.mutated_params.add(root)
-        elif self._free(root):
-            self.summary.mutates.add(root)
-
-    def visit_Name(self, node: ast.Name) -> None:
-        if isinstance(node.ctx, ast.Load):
-            if self._free(node.id):
-                self.summary.reads.add(node.id)
-        elif node.id in self.global_decl:
-            self.summary.writes.add(node.id)
-
-    def visit_Assign(self, node: ast.Assign) -> None:
-        self.visit(node.value)
-        for t in node.targets:
-            self._store_target(t)
-
-    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
-        if node.value is not None:
-            self.visit(node.value)
-        self._store_target(node.target)
-
-    def visit_AugAssign(self, node: ast.AugAssign) -> None:
-        self.visit(node.value)
-        if isinstance(node.target, ast.Name):
-            name = node.target.id
-            if self._free(name):
-                self.summary.reads.add(name)
-            if name in self.global_decl:
-                self.summary.writes.add(name)
-            elif name in self.params:
-                self.summary.mutated_params.add(name)  # `p += [x]` extends a list in place
-        else:
-            self.visit(node.target)
-            self._mutate(node.target)
-
-    def visit_Delete(self, node: ast.Delete) -> None:
-        for t in node.targets:
-            if isinstance(t, ast.Name):
-                if t.id in self.global_decl:
-                    self.summary.writes.add(t.id)
-            else:
-                self.visit(t)
-                self._mutate(t)
-
-    def _store_target(self, t: ast.AST) -> None:
-        if isinstance(t, ast.Name):
-            if t.id in self.global_decl:
-                self.summary.writes.add(t.id)
-        elif isinstance(t, ast.Tuple | ast.List):
-            for e in t.elts:
-                self._store_target(e)
-        elif isinstance(t, ast.Starred):
-            self._store_target(t.value)
-        else:  # attribute / subscript store: reads the container, mutates it
-            self.visit(t)
-            self._mutate(t)
-
-    def visit_Call(self, node: ast.Call) -> None:
-        self.generic_visit(node)
-        path = _dotted(node.func)
-        if isinstance(node.func, ast.Attribute):
-            method = node.func.attr
-            inplace = any(
-                k.arg == "inplace" and isinstance(k.value, ast.Constant) and k.value.value
-                for k in node.keywords
-            )
-            if method not in PURE_METHODS or inplace:
-                self._mutate(node.func.value)
-        root = path[0] if path else None
-        if (root is not None and self._free(root)) or (
-            # a method of a temporary writing or reading a file (`pd.DataFrame(d).to_csv(…)`)
-            root is None and isinstance(node.func, ast.Attribute) and node.func.attr in FILE_METHODS
-        ):
-            self.summary.calls.append(_call_info(node, path))
-        if path in (("eval",), ("exec",)) and node.args and not own_namespace(node):
-            # A literal evaluated inside the body reads its names like the body itself
-            # (locals included: eval sees the function's own scope first).
-            code = _str_const(node.args[0])
-            tree = parse_code_string(code) if code is not None else None
-            for n in ast.walk(tree) if tree is not None else ():
-                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and self._free(n.id):
-                    self.summary.reads.add(n.id)
-
-    def _nested(self, node: ast.AST, args: ast.arguments | None, body: list[ast.stmt]) -> None:
-        inner = _summarize_scope(args, body)
-        self.summary.writes |= inner.writes  # `global x` inside a nested def is still global
-        self._absorb(inner)
-
-    def _absorb(self, inner: FuncSummary) -> None:
-        """Take in what a nested scope reads and changes of the names free here."""
-        for name in inner.reads:
-            if self._free(name):
-                self.summary.reads.add(name)
-        for name in inner.mutates:
-            if name in self.params:
-                self.summary.mutated_params.add(name)
-            elif self._free(name):
-                self.summary.mutates.add(name)
-        self.summary.calls += inner.calls
-
-    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
-        for d in node.decorator_list:
-            self.visit(d)
-        for d in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
-            self.visit(d)
-        self._nested(node, node.args, node.body)
-
-    visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
-
-    def visit_Lambda(self, node: ast.Lambda) -> None:
-        for d in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
-            self.visit(d)
-        self._nested(node, node.args, [ast.Expr(node.body)])
-
-    def visit_ClassDef(self, node: ast.ClassDef) -> None:
-        for d in node.decorator_list + node.bases + [k.value for k in node.keywords]:
-            self.visit(d)
-        self._nested(node, None, node.body)
-
-    def _comp(self, node: Any) -> None:
-        self.visit(node.generators[0].iter)
-        # (a walrus inside binds in this function's scope, not globally: no writes)
-        self._absorb(_comprehension_summary(node))
-
-    visit_ListComp = visit_SetComp = visit_GeneratorExp = visit_DictComp = _comp
-
-    def visit_Global(self, node: ast.Global) -> None:
-        pass
-
-    def visit_Nonlocal(self, node: ast.Nonlocal) -> None:
-        pass
-
-
-def _summarize_scope(args: ast.arguments | None, body: list[ast.stmt]) -> FuncSummary:
-    """Summarize a function/class/lambda body: its free reads and global effects."""
-    binder = _ScopeBindings()
-    for stmt in body:
-        binder.visit(stmt)
-    params = set(param_names(args)) if args else set()
-    local = (binder.bound | params | binder.nonlocals) - binder.globals
-    effects = _BodyEffects(local, params, binder.globals)
-    for stmt in body:
-        effects.visit(stmt)
-    s = effects.summary
-    # Nonlocal names belong to an enclosing function, not to the notebook's globals.
-    s.reads -= binder.nonlocals
-    s.param_names = _positional_params(args) if args else []
-    positions = {n: i for i, n in enumerate(s.param_names)}
-    s.mutated_params = {positions.get(str(p), p) for p in s.mutated_params}
-    if args is not None:
-        _signature(s, args)
-        use = function_code_use(args, body)
-        s.code_params, s.dynamic = use.params, use.dynamic
-    return s
-
-
-def _signature(s: FuncSummary, args: ast.arguments) -> None:
-    s.vararg = args.vararg.arg if args.vararg else None
-    s.kwonly = [a.arg for a in args.kwonlyargs]
-    s.kwarg = args.kwarg.arg if args.kwarg else None
-
-
-def _comprehension_summary(node: Any) -> FuncSummary:
-    """Free reads of a comprehension: its targets are local, everything else is read."""
-    local: set[str] = set()
-    for gen in node.generators:
-        local.update(_target_names(gen.target))
-    walrus = {
-        n.target.id
-        for n in ast.walk(node)
-        if isinstance(n, ast.NamedExpr) and isinstance(n.target, ast.Name)
-    }
-    effects = _BodyEffects(local - walrus, set(), walrus)
-    # The first iterable is evaluated in the enclosing scope (visited by the caller).
-    for k, gen in enumerate(node.generators):
-        if k:
-            effects.visit(gen.iter)
-        for cond in gen.ifs:
-            effects.visit(cond)
-    for part in ("elt", "key", "value"):
-        if hasattr(node, part):
-            effects.visit(getattr(node, part))
-    return effects.summary
-
-
-def _call_info(node: ast.Call, path: tuple[str, ...]) -> CallInfo:
-    info = CallInfo(path=path)
-    if isinstance(node.func, ast.Attribute):
-        info.method = node.func.attr
-        inner = node.func.value
-        if isinstance(inner, ast.Call) and inner.args:
-            callee, first = _dotted(inner.func), _str_const(inner.args[0])
-            if callee and first is not None:
-                info.receiver = (callee, first)
-    for a in node.args:
-        info.args.append(_root(a))
-        info.strings.append(_str_const(a))
-    for k in node.keywords:
-        if k.arg is None:
-            continue
-        info.kwargs[k.arg] = _root(k.value)
-        s = _str_const(k.value)
-        if s is not None:
-            info.kwstrings[k.arg] = s
-        if k.arg == "inplace" and isinstance(k.value, ast.Constant) and k.value.value:
-            info.inplace = True
-    return info
-
-
-def _class_summary(node: ast.ClassDef) -> FuncSummary:
-    """What using a class may do: the union of its methods' effects.
-
-    Methods run later, on instances; their free reads are charged to whoever uses the class.
-    ``__init__``'s parameter mutations map onto the constructor call's arguments.
-    """
-    out = FuncSummary()
-    for stmt in node.body:
-        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
-            s = _summarize_scope(stmt.args, stmt.body)
-            out.reads |= s.reads
-            out.writes |= s.writes
-            out.mutates |= s.mutates
-            out.calls += s.calls
-            if stmt.name == "__init__":
-                # Position 0 is `self`, the new instance: not an argument of the constructor call.
-                out.mutated_params = {
-                    p - 1 if isinstance(p, int) else p for p in s.mutated_params if p != 0
-                }
-                out.param_names = s.param_names[1:]
-                _signature(out, stmt.args)
-            elif not any(
-                isinstance(d, ast.Name) and d.id == "staticmethod" for d in stmt.decorator_list
-            ):
-                out.methods[stmt.name] = s
-    use = class_code_use(node)
-    out.code_params, out.dynamic = use.params, use.dynamic
-    return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -594,7 +117,7 @@ class _CellVisitor:
             info = DefInfo(
                 self.segment(s),
                 reads=self._def_reads(s.value, cond),
-                summary=_summarize_scope(s.value.args, [ast.Expr(s.value.body)]),
+                summary=summarize_scope(s.value.args, [ast.Expr(s.value.body)]),
                 statement_id=self._ids(),
             )
             self.emit("bind", s.targets[0].id, s.targets[0], cond, "function", info)
@@ -634,7 +157,7 @@ class _CellVisitor:
             if isinstance(target, ast.Name) and isinstance(value.func, ast.Name):
                 # `k = Reader()`: if Reader is a notebook class, k's methods read its globals
                 # (and may evaluate what the constructor was given: kept with the call)
-                ctor = _call_info(value, (value.func.id,))
+                ctor = call_info(value, (value.func.id,))
                 self.emit("instance", target.id, s, cond, info=(value.func.id, ctor))
             if isinstance(target, ast.Tuple | ast.List):
                 parts = [e.id for e in target.elts if isinstance(e, ast.Name)]
@@ -658,7 +181,7 @@ class _CellVisitor:
             self.emit("mutate", s.target.id, s, cond)
         else:
             self.expr(s.target, cond, load_only=True)
-            root = _root(s.target)
+            root = root_name(s.target)
             if root:
                 self.emit("mutate", root, s, cond, info=self.segment(s))
 
@@ -668,7 +191,7 @@ class _CellVisitor:
                 self.emit("del", t.id, t, cond)
             else:
                 self.expr(t, cond, load_only=True)
-                root = _root(t)
+                root = root_name(t)
                 if root:
                     self.emit("mutate", root, t, cond, info=self.segment(s))
 
@@ -682,7 +205,7 @@ class _CellVisitor:
             self.target(t.value, cond, stmt)
         else:
             self.expr(t, cond, load_only=True)
-            root = _root(t)
+            root = root_name(t)
             if root:
                 self.emit("mutate", root, t, cond, info=self.segment(stmt))
 
@@ -738,7 +261,7 @@ class _CellVisitor:
         info = DefInfo(
             self.segment(s),
             reads=reads,
-            summary=_summarize_scope(s.args, s.body),
+            summary=summarize_scope(s.args, s.body),
             statement_id=self._ids(),
         )
         self.emit("bind", s.name, s, cond, "function", info)
@@ -759,11 +282,11 @@ class _CellVisitor:
                 body_local.add(stmt.name)
                 continue
             reads += self._free_reads(stmt, body_local, cond)
-            binder = _ScopeBindings()
+            binder = ScopeBindings()
             binder.visit(stmt)
             body_local |= binder.bound
         info = DefInfo(
-            self.segment(s), reads=reads, summary=_class_summary(s), statement_id=self._ids()
+            self.segment(s), reads=reads, summary=class_summary(s), statement_id=self._ids()
         )
         self.emit("bind", s.name, s, cond, "class", info)
 
@@ -791,7 +314,7 @@ class _CellVisitor:
         self.target(s.target, body, s)
         # `for df in data:` — each df is an element of data: changing df changes data's.
         for source in _iterated_names(s.iter):
-            for name in _target_names(s.target):
+            for name in target_names(s.target):
                 if name != source:
                     self.emit("alias", name, s, body, info=source)
         self.stmts(s.body, body)
@@ -891,7 +414,7 @@ class _CellVisitor:
                 self.expr(d, cond)
             # A lambda is usually called where it is written (`df.apply(lambda r: …)`):
             # charge its free reads here.
-            s = _summarize_scope(a, [ast.Expr(e.body)])
+            s = summarize_scope(a, [ast.Expr(e.body)])
             for name in sorted(s.reads):
                 self.emit("read", name, e, cond)
             for name in sorted(s.mutates):
@@ -899,7 +422,7 @@ class _CellVisitor:
             return
         if isinstance(e, ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
             self.expr(e.generators[0].iter, cond)
-            s = _comprehension_summary(e)
+            s = comprehension_summary(e)
             for name in sorted(s.reads):
                 self.emit("read", name, e, cond)
             for name in sorted(s.mutates):
@@ -922,7 +445,7 @@ class _CellVisitor:
                 self.generic_stmt(child, cond)
 
     def call(self, e: ast.Call, cond: Cond, statement: ast.AST | None) -> None:
-        path = _dotted(e.func)
+        path = dotted(e.func)
         if self.magic(e, path, cond):
             return
         self.expr(e.func, cond)
@@ -930,14 +453,14 @@ class _CellVisitor:
             self.expr(a, cond)
         for k in e.keywords:
             self.expr(k.value, cond)
-        info = _call_info(e, path)
+        info = call_info(e, path)
         if statement is not None:
             info.statement = True
             info.source = self.segment(statement)
-        root = path[0] if path else (_root(e.func) or "")
+        root = path[0] if path else (root_name(e.func) or "")
         self.events.append(Event("call", root, self.line(e), cond, info=info))
         if isinstance(e.func, ast.Attribute):
-            receiver = _root(e.func.value)
+            receiver = root_name(e.func.value)
             method = e.func.attr
             if receiver and (method not in PURE_METHODS or info.inplace):
                 self.emit("mutate", receiver, e, cond, kind="method", info=method)
@@ -972,7 +495,7 @@ class _CellVisitor:
         if not (isinstance(inner.func, ast.Name) and inner.func.id == "get_ipython"):
             return False
         kind = e.func.attr
-        args = [_str_const(a) for a in e.args]
+        args = [str_const(a) for a in e.args]
         if kind == "run_line_magic" and len(args) >= 2 and args[0] is not None:
             name, arg = args[0], args[1] or ""
             if name in CODE_LINE_MAGICS and arg.strip():
@@ -1015,7 +538,7 @@ def _held_names(value: ast.expr) -> list[str]:
     where it is a copy (pandas columns under copy-on-write) the group only costs a transfer.
     """
     if isinstance(value, ast.Name | ast.Attribute | ast.Subscript):
-        root = _root(value)
+        root = root_name(value)
         return [root] if root else []
     if isinstance(value, ast.List | ast.Tuple | ast.Set):
         return [n for e in value.elts for n in _held_names(e)]
@@ -1032,7 +555,7 @@ def _iterated_names(it: ast.expr) -> list[str]:
         if isinstance(it.func, ast.Name) and it.func.id in _ITERATING:
             return [n for a in it.args for n in _iterated_names(a)]
         if isinstance(it.func, ast.Attribute) and it.func.attr in ("items", "values"):
-            root = _root(it.func.value)
+            root = root_name(it.func.value)
             return [root] if root else []
     return _held_names(it)
 
@@ -1060,7 +583,7 @@ def _surely_bound(body: list[ast.stmt]) -> set[str]:
         if isinstance(s, ast.Assign | ast.AnnAssign | ast.AugAssign):
             targets = s.targets if isinstance(s, ast.Assign) else [s.target]
             for t in targets:
-                out.update(_target_names(t))
+                out.update(target_names(t))
         elif isinstance(s, ast.Import | ast.ImportFrom):
             out.update((a.asname or a.name).split(".")[0] for a in s.names if a.name != "*")
         elif isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
@@ -1068,13 +591,13 @@ def _surely_bound(body: list[ast.stmt]) -> set[str]:
         elif isinstance(s, ast.With | ast.AsyncWith):
             for item in s.items:
                 if item.optional_vars is not None:
-                    out.update(_target_names(item.optional_vars))
+                    out.update(target_names(item.optional_vars))
             out |= _surely_bound(s.body)
         elif isinstance(s, ast.If):
             out |= _surely_bound(s.body) & _surely_bound(s.orelse)
         elif isinstance(s, ast.Delete):
             for t in s.targets:
-                out.difference_update(_target_names(t))
+                out.difference_update(target_names(t))
         elif isinstance(s, ast.Return | ast.Raise | ast.Continue | ast.Break):
             break
     return out

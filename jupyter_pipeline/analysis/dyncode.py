@@ -339,8 +339,8 @@ def passed_values(call: Any, summary: Any, param: str, skip: int = 0) -> list[st
     """What a call passes for ``param``: each value's string literal, or None if not one.
 
     Args:
-        call: The call (:class:`~jupyter_pipeline.analysis.cells.CallInfo`).
-        summary: The callee's :class:`~jupyter_pipeline.analysis.cells.FuncSummary`.
+        call: The call (:class:`~jupyter_pipeline.analysis.facts.CallInfo`).
+        summary: The callee's :class:`~jupyter_pipeline.analysis.facts.FuncSummary`.
         param: A parameter name of the callee.
         skip: Leading positional parameters the call does not pass (``self`` of a method).
     """

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import itertools
 import json
 import os
 import shutil
@@ -107,12 +106,11 @@ def _cell_facts(source: str) -> tuple[tuple[str, Any], ...]:
     order. Memoized by source: a plan builds every step's notebook, and the replayed
     definitions (and unchanged cells) recur across steps and across plans of one notebook.
     """
-    from jupyter_pipeline.analysis.cells import analyze_cell
-    from jupyter_pipeline.analysis.source import CellSyntaxError, parse_cell
+    from jupyter_pipeline.analysis.memo import analyzed_cell
+    from jupyter_pipeline.analysis.source import CellSyntaxError
 
-    ids = itertools.count(1)
-    try:
-        events = analyze_cell(parse_cell(source), lambda: next(ids)).events
+    try:  # (the analysis has usually just scoped this cell: its memo has the events)
+        events = analyzed_cell(source)[1].events
     except CellSyntaxError:
         return ()
     facts: list[tuple[str, Any]] = []

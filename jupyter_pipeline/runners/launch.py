@@ -38,6 +38,7 @@ from nbformat import NotebookNode
 
 from jupyter_pipeline.model import Pipeline, Run, RunState
 from jupyter_pipeline.notebook import SplitMode, read_notebook
+from jupyter_pipeline.notebook.validation import validate_notebook
 from jupyter_pipeline.runners.base import ParameterError, resolve_parameters
 from jupyter_pipeline.store import RunStore, process_started
 
@@ -91,7 +92,7 @@ def notebook_from_json(data: Mapping[str, Any] | str, where: str = "<notebook>")
         else:
             text = data if isinstance(data, str) else json.dumps(data)
             nb = nbformat.reads(text, as_version=4)
-        nbformat.validate(nb)
+        validate_notebook(nb)  # nbformat.validate, re-checking only cells not seen before
     except Exception as exc:  # nbformat raises several unrelated types for bad input
         first = str(exc).strip().splitlines()
         raise LaunchError(

@@ -41,13 +41,13 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from jupyter_pipeline.runtime.fork_provisioner import kernel_manager_class
+from jupyter_pipeline.runtime.tmpdirs import private_dir, remove_stale
 from jupyter_pipeline.runtime.zygote import _MAX_MSG, _send, main, run_forked_child
 
 __all__ = [
@@ -61,6 +61,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_FOLDER_PREFIX = "jp-forkserver-"  # <tmp>/jp-forkserver-<runner pid>-<random>: socket, log
+_LOG_NAME = "zygote.log"  # the zygote's stdout and stderr
+_LOG_TAIL, _LOG_LINES = 4000, 20  # how much of a failed zygote's log its error quotes
 
 _MAX_ZYGOTES = 6  # a retired zygote is replaced at most this many times per server
 
@@ -162,13 +166,16 @@ class _ZygoteHandle:
     """One zygote process, as the client sees it."""
 
     def __init__(self, cwd: str, env: dict[str, str], modules: list[str]) -> None:
-        self.dir = tempfile.mkdtemp(prefix="jp-forkserver-")  # private (0700)
+        # Folders of fork servers whose runner and zygote were both killed (SIGKILL: no
+        # one could remove them) are removed here; this one's zygote removes its own.
+        remove_stale(_FOLDER_PREFIX)
+        self.dir = private_dir(_FOLDER_PREFIX)  # private (0700)
         self.path = os.path.join(self.dir, "socket")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         listener.bind(self.path)
         listener.listen(64)
         death_r, self.death_w = os.pipe()  # our end stays open while we live
-        self.log_path = os.path.join(self.dir, "zygote.log")
+        self.log_path = os.path.join(self.dir, _LOG_NAME)
         with open(self.log_path, "wb") as logf:
             self.proc = subprocess.Popen(
                 [
@@ -181,6 +188,8 @@ class _ZygoteHandle:
                     cwd,
                     "--preload",
                     ",".join(modules),
+                    "--folder",
+                    self.dir,
                 ],
                 cwd=self.dir,
                 env=env,
@@ -201,13 +210,16 @@ class _ZygoteHandle:
             sock.connect(self.path)
         except OSError as exc:
             sock.close()
-            raise ForkError(f"fork server unreachable: {exc}") from None
+            raise ForkError(_with_log(f"fork server unreachable: {exc}", self.path)) from None
         return sock
 
     def request(self, msg: dict[str, Any], timeout: float | None = 120) -> dict[str, Any]:
         with self.connect(timeout) as sock:
-            _send(sock, msg)
-            data = _recv(sock)
+            try:
+                _send(sock, msg)
+                data = _recv(sock)
+            except (ForkError, OSError) as exc:
+                raise ForkError(_with_log(str(exc), self.path)) from None
         return json.loads(data)
 
     def alive(self) -> bool:
@@ -222,6 +234,22 @@ class _ZygoteHandle:
             self.proc.kill()
             self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)  # the socket and the zygote's log
+
+
+def _with_log(message: str, socket_path: str) -> str:
+    """``message`` with the end of the zygote's log (beside its socket), if it wrote one:
+    why a zygote died (an import that crashed it, a broken environment) is only there."""
+    try:
+        with open(os.path.join(os.path.dirname(socket_path), _LOG_NAME), "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - _LOG_TAIL))
+            tail = f.read().decode(errors="replace").strip()
+    except OSError:
+        return message
+    if not tail:
+        return message
+    lines = tail.splitlines()[-_LOG_LINES:]
+    return f"{message}; its log ends with:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def _recv(sock: socket.socket) -> bytes:
@@ -345,7 +373,9 @@ class ForkServer:
                 self._zygotes.append(_Attached(path))  # type: ignore[arg-type]
                 return self._zygotes[-1]
             if zygote is not None and zygote.retired is None:
-                self.failed = f"the fork server exited (code {zygote.proc.returncode})"
+                self.failed = _with_log(
+                    f"the fork server exited (code {zygote.proc.returncode})", zygote.path
+                )
                 raise ForkError(self.failed)
             if len(self._zygotes) >= _MAX_ZYGOTES:
                 self.modules = []  # pre-imports kept misbehaving: only the kernel's own
@@ -436,9 +466,12 @@ class ForkServer:
             try:
                 _send(sock, msg, [out_fd, err_fd])
                 reply = json.loads(_recv(sock))
-            except (ForkError, OSError) as exc:
+            except ForkError as exc:
                 sock.close()
-                raise ForkError(str(exc)) from None
+                raise ForkError(_with_log(str(exc), zygote.path)) from None
+            except OSError as exc:
+                sock.close()
+                raise ForkError(_with_log(f"the fork server failed: {exc}", zygote.path)) from None
             if "pid" in reply:
                 sock.settimeout(None)
                 return ForkedProcess(int(reply["pid"]), sock, list(cmd))

@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import sys
@@ -308,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen-fd", type=int, required=True, help="listening Unix socket")
     parser.add_argument("--cwd", required=True, help="the kernels' working directory")
     parser.add_argument("--preload", default="", help="comma-separated modules to pre-import")
+    parser.add_argument("--folder", help="this server's folder (socket, log): removed at exit")
     args = parser.parse_args(argv)
     # Started in an empty directory, so that nothing of the notebook's folder could shadow
     # what this process imported so far (ipykernel_launcher, too, takes its folder off
@@ -322,4 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     zygote.pending = [m for m in args.preload.split(",") if m]
     zygote.import_kernel_modules()
     zygote.serve()
+    # The runner is gone or closed the pipe: a runner that was killed cannot remove the
+    # folder. Only after a clean end: a zygote that crashed leaves its log for the error.
+    if args.folder:
+        shutil.rmtree(args.folder, ignore_errors=True)
     return 0

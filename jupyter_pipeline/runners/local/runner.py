@@ -106,6 +106,7 @@ class LocalRunner:
         self._active: dict[str, _Execution] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
+        self._swept = False  # stale temporary folders removed (at the first run)
 
     # ------------------------------------------------------------------ public
 
@@ -200,7 +201,14 @@ class LocalRunner:
         source_nb: nbformat.NotebookNode | None = None,
     ) -> _Execution:
         from jupyter_pipeline import runtime
+        from jupyter_pipeline.runtime.execute import KERNEL_DIR_PREFIX
+        from jupyter_pipeline.runtime.tmpdirs import remove_stale
 
+        if not self._swept:
+            # Kernel socket folders of runners (or step drivers) killed before they could
+            # remove them: once per runner, before its first kernel.
+            self._swept = True
+            remove_stale(KERNEL_DIR_PREFIX)
         source_path = Path(source_nb_path).absolute()
         if source_nb is None:
             source_nb = read_notebook(source_path)

@@ -23,6 +23,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     import nbformat
     import papermill
 
+    from jupyter_pipeline.notebook import parse_notebook
     from jupyter_pipeline.runners.local import LocalRunner
     from jupyter_pipeline.runners.verify import compare_notebooks, inject_parameters
     from jupyter_pipeline.runtime.quiet import QuietKernelManager
@@ -85,15 +86,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 )
             except GpuUnavailable as exc:
                 raise UsageError(str(exc)) from None
+        # Skip-tagged cells run only in the straight run: nothing to compare them with.
+        skipped = parse_notebook(source, str(nb_path), split=args.split).role_cells("skip")
         diffs = compare_notebooks(
             nbformat.read(str(straight), as_version=4),
             nbformat.read(str(merged), as_version=4),
             source,
             stderr=args.stderr,
             images=args.images,
+            skip=skipped,
         )
         step_of = {c: s.name for s in pipeline.steps for c in s.cells}
-        n_code = sum(1 for c in source.cells if c.cell_type == "code")
+        n_code = sum(1 for c in source.cells if c.cell_type == "code") - len(skipped)
+        if skipped:
+            cells = ", ".join(str(c) for c in skipped)
+            print(
+                f"left out of the comparison: {len(skipped)} skip-tagged cell(s) ({cells}), "
+                "which the pipeline does not run"
+            )
         for d in diffs:
             print(f"\ncell {d.cell} (step {step_of.get(d.cell, '?')}) differs:")
             print(d.diff())

@@ -27,7 +27,7 @@ def remove_stale(prefix: str) -> list[str]:
     A folder whose owner still runs (or whose pid another process has taken since) is
     left alone: removing a live kernel's sockets would cut it off. Returns what was removed.
     """
-    removed = []
+    removed: list[str] = []
     try:
         entries = list(os.scandir(tempfile.gettempdir()))
     except OSError:

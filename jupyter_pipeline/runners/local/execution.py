@@ -128,9 +128,7 @@ class _Execution(_Attempts):
     def skip(self, node: _Node) -> None:
         bad = [d for d in node.deps if self.nodes[d].state.finished]
         bad = [d for d in bad if self.nodes[d].state not in _FINISHED_OK]
-        if node.phase == _WARMING:
-            self.abort(node, "skipped")
-        node.phase = _DONE
+        self.end_early(node, "skipped")
         self.set_step(
             node,
             state=RunState.skipped,

@@ -16,7 +16,7 @@ from typing import Any
 
 from jupyter_pipeline.model import RunState
 from jupyter_pipeline.runners.cache import StepCache, files_read, step_code
-from jupyter_pipeline.runners.local.nodes import _DONE, _WARMING, _Node
+from jupyter_pipeline.runners.local.nodes import _Node
 from jupyter_pipeline.runners.local.state import _ExecutionState
 
 
@@ -91,9 +91,7 @@ class _KeyedExecution(_ExecutionState):
         if failed is not None:
             run_id, error, cell = failed
             node.held = False
-            if node.phase == _WARMING:
-                self.abort(node, "skipped")
-            node.phase = _DONE
+            self.end_early(node, "skipped")
             self.set_step(
                 node,
                 state=RunState.failed,
@@ -122,8 +120,7 @@ class _KeyedExecution(_ExecutionState):
         entry = self.runner.cache.lookup(node.cache_key, node.outputs)
         if entry is None:
             return False
-        if node.phase == _WARMING:
-            self.abort(node, "cached")
+        self.end_early(node, "cached")
         now = time.time()
         self.run_started(now)
         node.saved = {v.name: v for v in entry.outputs}
@@ -135,7 +132,6 @@ class _KeyedExecution(_ExecutionState):
         if entry.log is not None:
             log = node.dir / "log.txt"
             shutil.copy2(entry.log, log)
-        node.phase = _DONE
         self.set_step(
             node,
             state=RunState.cached,
@@ -143,8 +139,7 @@ class _KeyedExecution(_ExecutionState):
             finished=now,
             executed_notebook=str(executed) if executed else None,
             log_path=str(log) if log else None,
-            outputs={k: v.path for k, v in node.saved.items()},
-            digests={k: v.digest for k, v in node.saved.items()},
+            **node.saved_fields(),
             metrics=entry.metrics,
             cache_key=node.cache_key,
         )

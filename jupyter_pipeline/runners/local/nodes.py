@@ -85,6 +85,13 @@ class _Node:
     def outputs(self) -> list[str]:
         return [*self.step.outputs, *(state_key(s) for s in self.step.state_outputs)]
 
+    def saved_fields(self) -> dict[str, Any]:
+        """Its saved outputs as the store records them: paths and digests by name."""
+        return {
+            "outputs": {k: v.path for k, v in self.saved.items()},
+            "digests": {k: v.digest for k, v in self.saved.items()},
+        }
+
 
 def _as_dict(nb: Any) -> dict[str, Any]:
     return json.loads(json.dumps(nb))

@@ -23,6 +23,7 @@ import nbformat
 from jupyter_pipeline.model import Pipeline, RunState, Step
 from jupyter_pipeline.runners.base import EventCallback, RunEvent
 from jupyter_pipeline.runners.local.nodes import (
+    _DONE,
     _EMIT_EVERY,
     _EXECUTING,
     _FINISHED_OK,
@@ -256,6 +257,13 @@ class _ExecutionState:
         elif node.gpus < 0:
             env["CUDA_VISIBLE_DEVICES"] = ""  # --allow-cpu: the devices it cannot have hidden
         return env
+
+    def end_early(self, node: _Node, why: str) -> None:
+        """Mark a step done without (more of) its own run: ``why`` it ends (skipped,
+        cached) stops its kernel if it was warming."""
+        if node.phase == _WARMING:
+            self.abort(node, why)
+        node.phase = _DONE
 
     def abort(self, node: _Node, why: str) -> None:
         """Stop a warming step: its ready() raises, the runtime shuts its kernel down."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -138,13 +140,16 @@ _SLOW = [
 ]
 
 
-def _start_cli_run(tmp_path: Path) -> tuple[subprocess.Popen, RunStore, str]:
+def _start_cli_run(
+    tmp_path: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, RunStore, str]:
     nb = write_nb(tmp_path / "slow.ipynb", _SLOW)
     store_path = tmp_path / "runs.sqlite"
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter_pipeline.cli", "run", str(nb), "--store", str(store_path)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
     deadline = time.time() + 180  # generous: a loaded CI machine starts kernels slowly
     while time.time() < deadline:
@@ -206,6 +211,41 @@ def test_sigkilled_runner_is_runner_lost_on_reopen(tmp_path):
 
 
 @pytest.mark.kernel
+def test_sigkilled_runner_leaves_no_temporary_folders(tmp_path):
+    # The runner's temporary folders (kernel sockets, the fork server's socket and log) in
+    # a temporary directory of this test's own, so other processes' folders do not count.
+    tmp = Path(tempfile.mkdtemp(prefix="jpt-"))  # short: Unix socket paths are limited
+    env = dict(os.environ, TMPDIR=str(tmp))
+    try:
+        proc, store, run_id = _start_cli_run(tmp_path, env)
+        family = _family(store, run_id)
+        store.close()
+        assert any(p.name.startswith("jp-kernel-") for p in tmp.iterdir())
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert _all_gone(family)
+        # The fork server removed its own folder when its runner went.
+        deadline = time.time() + 15
+        while any(p.name.startswith("jp-forkserver-") for p in tmp.iterdir()):
+            assert time.time() < deadline, sorted(p.name for p in tmp.iterdir())
+            time.sleep(0.1)
+        # The next runner removes the kernel folders the killed one could not.
+        quick = write_nb(tmp_path / "quick.ipynb", [_cell("x = 1", "step:one")])
+        command = ["run", str(quick), "--store", str(tmp_path / "runs.sqlite")]
+        done = subprocess.run(
+            [sys.executable, "-m", "jupyter_pipeline.cli", *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        assert not [p.name for p in tmp.iterdir() if p.name.startswith("jp-")]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.mark.kernel
 def test_cancel_command_stops_runner_in_other_process(tmp_path, capsys):
     proc, store, run_id = _start_cli_run(tmp_path)
     family = _family(store, run_id)
@@ -241,3 +281,20 @@ def test_verify_reports_differing_cells(tmp_path, capsys):
     assert main(["verify", str(flaky), "--store", store]) == 1
     out = capsys.readouterr().out
     assert "cell 1 (step draw) differs" in out and "1 of 2 code cells differ" in out
+
+
+@pytest.mark.kernel
+def test_verify_leaves_skip_cells_out(tmp_path, capsys):
+    # The pipeline does not run a skip-tagged cell; the straight run does: not a difference.
+    nb = write_nb(
+        tmp_path / "skips.ipynb",
+        [
+            _cell("x = 2\nprint('x', x)", "step:first"),
+            _cell("print('only in a straight run')", "skip"),
+            _cell("print('twice', 2 * x)"),  # untagged: step first goes on around the skip
+        ],
+    )
+    assert main(["verify", str(nb), "--store", str(tmp_path / "runs.sqlite")]) == 0
+    out = capsys.readouterr().out
+    assert "left out of the comparison: 1 skip-tagged cell(s) (1)" in out
+    assert "all 2 code cells give the same output" in out

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -21,7 +23,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from jupyter_pipeline.runtime.api import StepRequest
 from jupyter_pipeline.runtime.execute import kill_kernel, run_step
-from jupyter_pipeline.runtime.forkserver import ForkServer, supported
+from jupyter_pipeline.runtime.forkserver import ForkError, ForkServer, supported
 
 pytestmark = [
     pytest.mark.kernel,
@@ -319,13 +321,15 @@ def test_zygote_exits_with_its_runner(tmp_path):
         from jupyter_pipeline.runtime.forkserver import ForkServer
         server = ForkServer({str(tmp_path)!r})
         server.start()
-        print(server._zygotes[0].proc.pid, flush=True)
+        print(server._zygotes[0].proc.pid, server._zygotes[0].dir, flush=True)
         time.sleep(300)
         """
     )
     runner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
-        zygote = psutil.Process(int(runner.stdout.readline()))
+        pid, folder = runner.stdout.readline().split()
+        zygote = psutil.Process(int(pid))
+        assert os.path.isdir(folder)
         # start() returns once the zygote is spawned; while it is still exec'ing, its
         # /proc command line reads empty (seen on a loaded CI machine).
         deadline = time.time() + 15
@@ -339,3 +343,52 @@ def test_zygote_exits_with_its_runner(tmp_path):
     while alive(zygote) and time.time() < deadline:
         time.sleep(0.1)
     assert not alive(zygote)
+    # Its folder (socket, log) went with it: the runner could not remove it.
+    assert not os.path.exists(folder)
+
+
+def test_starting_a_fork_server_removes_folders_of_dead_ones(tmp_path, monkeypatch):
+    # A short private temporary directory: a Unix socket path has at most 107 bytes.
+    tmp = tempfile.mkdtemp(prefix="jpt-")
+    monkeypatch.setattr(tempfile, "tempdir", tmp)
+    try:
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        stale = Path(tmp, f"jp-forkserver-{gone.pid}-abcd1234")  # its owner is gone
+        stale.mkdir()
+        (stale / "zygote.log").write_text("old")
+        live = Path(tmp, f"jp-forkserver-{os.getppid()}-abcd1234")  # its owner runs
+        live.mkdir()
+        other = Path(tmp, "jp-forkserver-notapid")  # not one of ours: left alone
+        other.mkdir()
+        with ForkServer(str(tmp_path)) as server:
+            server.start()
+            assert server._zygotes[0].dir.startswith(os.path.join(tmp, "jp-forkserver-"))
+            assert not stale.exists()
+            assert live.exists() and other.exists()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_a_fork_server_that_fails_to_start_says_why(tmp_path):
+    # The zygote dies while it starts, saying why on its stderr (its log): that must be in
+    # the error, not just an exit code.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        "sys.stderr.write('zygote trouble: no such thing\\n')\n"
+        "sys.stderr.flush()\n"
+        "os._exit(3)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(site))
+    server = ForkServer(str(tmp_path), env=env)
+    try:
+        with pytest.raises(ForkError, match="zygote trouble: no such thing"):
+            server.status()
+        # Once it has exited, later uses fail with its exit code and the same explanation.
+        server._zygotes[0].proc.wait(10)
+        with pytest.raises(ForkError, match=r"(?s)code 3.*zygote trouble"):
+            server.status()
+    finally:
+        server.close()

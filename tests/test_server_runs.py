@@ -200,6 +200,7 @@ async def test_run_to_succeeded_with_logs_notebooks_and_plan(jp_fetch, jp_root_d
     assert rerun["state"] == "succeeded" and rerun["parameters"] == {"n": 2}
     assert [s["state"] for s in rerun["steps"]] == ["cached", "cached"]
     status, merged = await call(jp_fetch, "runs", again["id"], "notebook")
+    # The same overrides, recorded as papermill records them: as in the first run's notebook.
     assert merged["cells"][1]["metadata"]["tags"] == ["injected-parameters"]
     assert "b is 21" in json.dumps(merged["cells"][3]["outputs"])
 

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``jupyter-pipeline``; returns the exit code."""
     skip_slow_optional_imports()
-    from jupyter_pipeline.cli.run import join_parameter_words
+    from jupyter_pipeline.cli.params import join_parameter_words
     from jupyter_pipeline.notebook import NotebookError
 
     parser = build_parser()

@@ -10,10 +10,14 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from nbformat import NotebookNode
 
+from jupyter_pipeline.cli import UsageError
 from jupyter_pipeline.model import Diagnostic, Pipeline, Severity
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from jupyter_pipeline.model import Run
+    from jupyter_pipeline.store import RunStore
 
 
 def console(**kwargs: Any) -> Console:
@@ -80,7 +84,6 @@ def analyze_or_stop(
         UsageError: The analysis found errors (exit 2), after printing them.
     """
     from jupyter_pipeline.analysis import analyze, analyze_notebook
-    from jupyter_pipeline.cli import UsageError
 
     if nb is None:
         pipeline = analyze_notebook(args.notebook, split=args.split)
@@ -97,3 +100,47 @@ def analyze_or_stop(
             f"{args.notebook}: {len(pipeline.errors)} error(s) above; fix them before {action}"
         )
     return pipeline
+
+
+def source_language(nb: NotebookNode) -> str:
+    """The notebook's language (papermill needs one; Python when the notebook omits it)."""
+    meta = nb.metadata
+    return meta.get("language_info", {}).get("name") or meta.get("kernelspec", {}).get(
+        "language", "python"
+    )
+
+
+def _open_store(args: argparse.Namespace) -> RunStore:
+    from jupyter_pipeline.store import RunStore
+
+    return RunStore(args.store)
+
+
+def _get_run(store: RunStore, run_id: str) -> Run:
+    try:
+        return store.get_run(run_id)
+    except KeyError as exc:
+        raise UsageError(exc.args[0] if exc.args else str(exc)) from None
+
+
+def _check_kernel(pipeline: Pipeline, notebook: str) -> None:
+    """Stop early (exit 2) if the notebook's kernel is not installed here.
+
+    The name is resolved as jupyter_client (and so papermill) resolves it when it starts
+    the kernel: case-insensitively, and ``python`` means the native kernel (``python3``).
+    """
+    from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager, NoSuchKernel
+
+    manager = KernelSpecManager()
+    name = pipeline.kernel_name
+    if name == "python":  # jupyter_client's KernelManager maps it so
+        name = NATIVE_KERNEL_NAME
+    try:
+        manager.get_kernel_spec(name)
+    except NoSuchKernel:
+        specs = manager.find_kernel_specs()
+        raise UsageError(
+            f"{notebook}: its kernel {pipeline.kernel_name!r} is not installed here "
+            f"(installed: {', '.join(sorted(specs)) or 'none'}); install it or change the "
+            "notebook's kernel"
+        ) from None

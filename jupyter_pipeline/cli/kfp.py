@@ -14,7 +14,7 @@ from typing import Any
 from jupyter_pipeline.cli import EXIT_OK, UsageError
 from jupyter_pipeline.cli.analyze import add_split_option
 from jupyter_pipeline.cli.common import analyze_or_stop
-from jupyter_pipeline.cli.run import add_parameter_options
+from jupyter_pipeline.cli.params import add_parameter_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -215,7 +215,8 @@ def _step_line(record: Any) -> str:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """``jupyter-pipeline submit NB --host URL …``."""
-    from jupyter_pipeline.cli.run import _exit_code, parameters_from_args
+    from jupyter_pipeline.cli.params import parameters_from_args
+    from jupyter_pipeline.cli.run_display import _exit_code
     from jupyter_pipeline.compile import CompileError
     from jupyter_pipeline.notebook import read_notebook
     from jupyter_pipeline.runners.base import ParameterError

@@ -137,7 +137,7 @@ def add_compile_sweep_options(p: argparse.ArgumentParser) -> None:
 
 def _plan(args: argparse.Namespace, pipeline: Any) -> Any:
     """The sweep plan of the command line (exit 2 on bad values)."""
-    from jupyter_pipeline.cli.run import parse_parameters
+    from jupyter_pipeline.cli.params import parse_parameters
     from jupyter_pipeline.runners.base import ParameterError
     from jupyter_pipeline.runners.sweep import parse_grid, plan_sweep
 
@@ -233,7 +233,7 @@ def compile_sweep_command(
 
 def cmd_run_compiled(args: argparse.Namespace) -> int:
     """``jupyter-pipeline run-compiled PIPELINE.yaml -p …``."""
-    from jupyter_pipeline.cli.run import parse_parameters
+    from jupyter_pipeline.cli.params import parse_parameters
     from jupyter_pipeline.compile.katib import run_compiled
 
     path = Path(args.pipeline)
@@ -266,7 +266,7 @@ def _values(params: dict[str, Any]) -> str:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``jupyter-pipeline sweep NB -g NAME=V1,V2 …``."""
-    from jupyter_pipeline.cli.run import _check_kernel
+    from jupyter_pipeline.cli.common import _check_kernel
     from jupyter_pipeline.runners.sweep import SweepRunner
 
     if args.max_parallel is not None and args.max_parallel < 1:

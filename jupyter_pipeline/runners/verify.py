@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -188,6 +188,7 @@ def compare_notebooks(
     *,
     stderr: bool = False,
     images: bool = False,
+    skip: Collection[int] = (),
 ) -> list[CellDiff]:
     """Code cells whose comparable outputs differ between two runs of the same notebook.
 
@@ -197,6 +198,8 @@ def compare_notebooks(
         source: The source notebook, to report source cell indices (default: ``expected``).
         stderr: Also compare stderr.
         images: Also compare image fingerprints.
+        skip: Source cell indices left out of the comparison: skip-tagged cells, which the
+            pipeline does not run (a straight run does).
     """
     src_cells = (source or expected).get("cells", [])
     code_index = [
@@ -210,8 +213,7 @@ def compare_notebooks(
     for k in range(max(len(a_cells), len(b_cells))):
         a = text_outputs(a_cells[k], stderr=stderr, images=images) if k < len(a_cells) else []
         b = text_outputs(b_cells[k], stderr=stderr, images=images) if k < len(b_cells) else []
-        if a != b:
-            diffs.append(
-                CellDiff(cell=code_index[k] if k < len(code_index) else k, expected=a, actual=b)
-            )
+        cell = code_index[k] if k < len(code_index) else k
+        if a != b and cell not in skip:
+            diffs.append(CellDiff(cell=cell, expected=a, actual=b))
     return diffs

@@ -42,6 +42,9 @@ __all__ = ["ENGINE_NAME", "StepExecutionError", "kill_kernel", "register_engine"
 
 ENGINE_NAME = "jupyter-pipeline"
 _REGISTER_LOCK = threading.Lock()
+# <tmp>/jp-kernel-<pid>-<random>: a kernel's connection sockets, made by the process that
+# drives it (the runner, or a step driver), which removes it once the kernel is gone.
+KERNEL_DIR_PREFIX = "jp-kernel-"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _CELL_LINE = re.compile(r"Cell In\[\d+\], line (\d+)")
 
@@ -103,9 +106,11 @@ class _Context:
         # a step kernel, so each kernel gets its own absolute (short) path.
         self.ipc_dir: str | None = None
         if os.name == "posix":
-            import tempfile
+            from jupyter_pipeline.runtime.tmpdirs import private_dir
 
-            self.ipc_dir = tempfile.mkdtemp(prefix="jp-kernel-")
+            # Named after this process: one killed before it could remove the folder
+            # leaves it to the next runner (see LocalRunner).
+            self.ipc_dir = private_dir(KERNEL_DIR_PREFIX)
 
     def inputs(self) -> dict[str, str]:
         if self.ready is not None:

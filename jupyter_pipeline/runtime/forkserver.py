@@ -4,92 +4,68 @@ A step kernel started with ``python -m ipykernel_launcher`` spends ~0.45 CPU-sec
 importing ipykernel and IPython, then its cells import the notebook's libraries again
 (scikit-learn, pandas, matplotlib: 1-2 CPU-seconds a kernel). The zygote is one process
 that has already imported both; a kernel is a ``fork()`` of it that then does exactly what
-``python -m ipykernel_launcher`` does from there on.
-
-Fidelity is the one promise, so the child is made to look like a fresh interpreter: its
-own session (the kernel leads its own process group, as jupyter_client's
-``start_new_session``), the given stdout/stderr, a closed stdin pipe, the same ``sys.argv``,
-``sys.orig_argv``, ``sys.path`` and a fresh ``__main__`` as ``python -m``, a reseeded
-numpy global RNG (Python's ``random`` reseeds itself at fork), fresh import caches.
-
-What the zygote pre-imports is limited to what cannot change what a kernel computes:
-
-* only modules that resolve outside the notebook's folder (never the user's own modules,
-  which may change), resolved with the ``sys.path`` a kernel's cells see;
-* modules are imported as a kernel cell would import them: with that ``sys.path``, a bare
-  ``__main__``, and ``sys.stdout``/``sys.stderr`` stand-ins that write to the kernel's
-  streams (a logging handler made at import writes where it would in a kernel);
-* a module whose import prints, warns, starts a thread, keeps a file open (kernels would
-  share its offset), reads ``sys.argv`` (each kernel has its own), changes ``sys.path``,
-  import hooks, signal handlers or interpreter hooks, or fails, must not be pre-imported:
-  that output or effect belongs to the step that imports it. Nor may one whose import asks
-  for the IPython shell (``get_ipython()``), which only a kernel has — except where that
-  question is known and asked again in the forked kernel once its shell exists (pandas
-  picks its ``display.max_columns`` default so). As an import cannot be undone, the zygote
-  then *retires* (forks no more kernels) and the client starts a new zygote that leaves
-  that module out.
+``python -m ipykernel_launcher`` does from there on. Fidelity is the one promise, so the
+child is made to look like a fresh interpreter, and the zygote pre-imports only what cannot
+change what a kernel computes.
 
 Pre-imports run before fork requests are served: every kernel forked after them shares
 them, and the steps of a run replay the same imports anyway.
 
-The client side (:class:`ForkServer`, run in the runner process) decides per kernel whether
-forking is faithful and falls back to a normal spawned kernel otherwise: a kernel spec
-other than this interpreter's ipykernel, an environment or working directory other than
-the zygote's (pre-imported libraries read both at import), a non-Linux platform, a zygote
-that failed. :func:`kernel_manager_class` plugs it into jupyter_client as a kernel
-provisioner (a :class:`jupyter_client.provisioning.LocalProvisioner` whose process is the
-forked kernel).
+The client side (:class:`ForkServer`, run in the runner process, in this module) decides
+per kernel whether forking is faithful and falls back to a normal spawned kernel
+otherwise: a kernel spec other than this interpreter's ipykernel, an environment or working
+directory other than the zygote's (pre-imported libraries read both at import), a
+non-Linux platform, a zygote that failed (its log's tail is in the error).
+
+Modules:
+
+* this one — the client: :class:`ForkServer`, :class:`ForkedProcess` (a forked kernel
+  seen like a ``Popen``), and the zygote's entry point;
+* :mod:`.zygote` — the zygote process: its poll loop, forking, becoming a kernel;
+* :mod:`.zygote_imports` — what the zygote may pre-import and how it checks that;
+* :mod:`.fork_provisioner` — :func:`kernel_manager_class`, the jupyter_client glue.
 
 The zygote runs as ``python -m jupyter_pipeline.runtime.forkserver --listen-fd N``; its
 standard input is a pipe from the runner: end of file (the runner exited or closed it)
-makes it kill its kernels' process groups and exit.
+makes it kill its kernels' process groups, remove its folder and exit.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
-import re
-import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NoReturn
+from typing import Any
+
+from jupyter_pipeline.runtime.fork_provisioner import kernel_manager_class
+from jupyter_pipeline.runtime.tmpdirs import private_dir, remove_stale
+from jupyter_pipeline.runtime.zygote import _MAX_MSG, _send, main, run_forked_child
 
 __all__ = [
     "ForkError",
     "ForkServer",
     "ForkedProcess",
     "kernel_manager_class",
+    "main",
+    "run_forked_child",
     "supported",
 ]
 
 log = logging.getLogger(__name__)
 
-_MAX_MSG = 1 << 20
-# Imported by every fresh kernel while it starts, in this order, whatever the notebook: the
-# zygote imports them first. None of them depends on the working directory or on state an
-# earlier kernel-start step sets up (the environment they read is the kernel's own).
-_KERNEL_MODULES = (
-    "ipykernel.kernelapp",
-    "ipykernel.ipkernel",
-    "ipykernel.zmqshell",
-    "ipykernel.debugger",
-    "IPython.core.completerlib",
-    "IPython.core.debugger",
-    "IPython.core.oinspect",
-    "IPython.core.logger",
-    "IPython.extensions.storemagic",
-)
+_FOLDER_PREFIX = "jp-forkserver-"  # <tmp>/jp-forkserver-<runner pid>-<random>: socket, log
+_LOG_NAME = "zygote.log"  # the zygote's stdout and stderr
+_LOG_TAIL, _LOG_LINES = 4000, 20  # how much of a failed zygote's log its error quotes
+
 _MAX_ZYGOTES = 6  # a retired zygote is replaced at most this many times per server
 
 
@@ -102,679 +78,6 @@ def supported() -> bool:
         and hasattr(socket, "send_fds")
         and hasattr(socket, "SOCK_SEQPACKET")
     )
-
-
-def _send(sock: socket.socket, obj: Any, fds: Sequence[int] = ()) -> None:
-    data = json.dumps(obj).encode()
-    if fds:
-        socket.send_fds(sock, [data], list(fds))
-    else:
-        sock.sendall(data)
-
-
-# ============================================================================ the zygote
-
-
-def _reply(conn: socket.socket, obj: Any) -> None:
-    with contextlib.suppress(OSError):  # the requester may be gone (or not waiting)
-        _send(conn, obj)
-
-
-class _Child:
-    def __init__(self, pid: int, conn: socket.socket | None, pidfd: int) -> None:
-        self.pid = pid
-        self.conn = conn  # the requester's connection: told the exit status, then closed
-        self.pidfd = pidfd
-        self.status: int | None = None  # exit code once exited (kept a zombie until reaped)
-
-
-class _Zygote:
-    """The fork server process: single-threaded, one poll loop."""
-
-    def __init__(self, listener: socket.socket) -> None:
-        self.listener = listener
-        self.base_path = list(sys.path)  # what `python -m` gave this process: a kernel's too
-        self.cwd = os.getcwd()
-        self.conns: dict[int, socket.socket] = {}
-        self.children: dict[int, _Child] = {}  # pidfd -> child
-        self.pending: list[str] = []
-        self.loaded: list[str] = []
-        self.skipped: dict[str, str] = {}
-        self.dirty: tuple[str, str] | None = None  # (module, why): retired
-        self.exiting = False
-        self.asked_shell: list[str] | None = None  # who called get_ipython, while pre-importing
-        self.argv_read: list[bool] = []  # sys.argv was looked at while pre-importing
-        self.replays: dict[str, Any] = {}  # import-time shell questions to ask again in a kernel
-        self.own_modules = {m for m in sys.modules if m.split(".")[0] == "jupyter_pipeline"}
-
-    # ---------------------------------------------------------------- pre-imports
-
-    def import_kernel_modules(self) -> None:
-        import importlib
-
-        # ipykernel_launcher imports the kernel without the working directory on sys.path.
-        sys.path[:] = self.base_path[1:] if not sys.flags.safe_path else self.base_path
-
-        # As ipykernel does before running any cell (matplotlib reads it at import).
-        if not os.environ.get("MPLBACKEND"):
-            os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-        try:
-            for name in _KERNEL_MODULES:
-                try:
-                    importlib.import_module(name)
-                except Exception as exc:  # a kernel would fail (or do without) the same way
-                    print(f"forkserver: {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        finally:
-            sys.path[:] = self.base_path
-        sys.stderr.flush()
-
-    def _kernel_path(self) -> list[str]:
-        """``sys.path`` as a kernel's cells see it: IPython inserts '' (the working
-        directory) before the first site-packages (InteractiveShellApp.init_path)."""
-        path = list(self.base_path)
-        if not sys.flags.safe_path and path and os.path.abspath(path[0]) == self.cwd:
-            del path[0]  # ipykernel_launcher removes the script directory
-        if "" not in path:
-            idx = next(
-                (
-                    i
-                    for i, p in enumerate(path)
-                    if os.path.basename(p) in ("site-packages", "dist-packages")
-                ),
-                0,
-            )
-            path.insert(idx, "")
-        return path
-
-    def _in_cwd(self, top: str) -> bool:
-        """Whether the top-level module ``top`` may be found in the working directory
-        (a folder of that name counts, even one IPython would pass over)."""
-        from importlib.machinery import all_suffixes
-
-        entries = set(os.listdir(self.cwd))
-        if top in entries and os.path.isdir(os.path.join(self.cwd, top)):
-            return True
-        return any(top + suffix in entries for suffix in all_suffixes())
-
-    def preload_one(self, name: str) -> None:
-        """Import one module, or skip it; retire if its import had visible effects."""
-        import importlib
-        import importlib.util
-        import warnings
-
-        top = name.split(".")[0]
-        if name in sys.modules:  # a kernel imports it while it starts (json, os…)
-            self.loaded.append(name)
-            return
-        if self._in_cwd(top):
-            self.skipped[name] = "found in the notebook's folder"
-            return
-        saved_path = list(sys.path)
-        sys.path[:] = self._kernel_path()
-        try:
-            if top not in sys.modules and importlib.util.find_spec(top) is None:
-                self.skipped[name] = "not installed"
-                return
-        except (ImportError, ValueError) as exc:
-            self.skipped[name] = f"{type(exc).__name__}: {exc}"
-            return
-        finally:
-            sys.path[:] = saved_path
-
-        before = set(sys.modules)
-        hooks = _hooks()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        out = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below)
-        saved_fds = os.dup(1), os.dup(2)
-        os.dup2(out.fileno(), 1)
-        os.dup2(out.fileno(), 2)
-        why: str | None = None
-        self.asked_shell = []
-        self.argv_read.clear()
-        fds_before = _open_fds()
-        undo = self._kernel_like()
-        try:
-            expected_path = list(sys.path)
-            with warnings.catch_warnings(record=True) as caught:
-                try:
-                    importlib.import_module(name)
-                except ModuleNotFoundError as exc:
-                    if exc.name != name:
-                        why = f"import failed: {exc}"
-                    else:  # `from pkg import attr`: attr is no module (its parents imported)
-                        self.skipped[name] = "not a module"
-                except BaseException as exc:
-                    why = f"import failed: {type(exc).__name__}: {exc}"
-                # Filters a library installs at import stay, as in a kernel that imports it
-                # (catch_warnings would restore the old ones).
-                filters = list(warnings.filters)
-            warnings.filters[:] = filters  # type: ignore[index]
-            warnings._filters_mutated()  # type: ignore[attr-defined]
-            sys.stdout.flush()
-            sys.stderr.flush()
-            if why is None and self.argv_read:
-                why = "read sys.argv at import (each kernel has its own)"
-            if why is None:
-                why = self._shell_replays(self.asked_shell)
-            if why is None:
-                if caught:
-                    w = caught[0]
-                    why = f"warned at import: {w.category.__name__}: {w.message}"
-                elif os.fstat(out.fileno()).st_size:
-                    why = "printed at import"
-                elif sys.path != expected_path:
-                    why = "changed sys.path"
-                elif _hooks() != hooks:
-                    why = "changed import hooks, signal handlers or interpreter hooks"
-                elif threading.active_count() > 1:
-                    why = "started a thread"
-                elif os.getcwd() != self.cwd:
-                    why = "changed the working directory"
-                elif _open_fds() - fds_before:
-                    why = "kept a file or socket open (forked kernels would share it)"
-                else:
-                    why = self._user_module(set(sys.modules) - before)
-        finally:
-            undo()
-            self.asked_shell = None
-            os.dup2(saved_fds[0], 1)
-            os.dup2(saved_fds[1], 2)
-            for fd in saved_fds:
-                os.close(fd)
-            out.close()
-        if why is not None:
-            self.dirty = (name, why)
-            print(f"forkserver: retiring: {name} {why}", file=sys.stderr, flush=True)
-        elif name not in self.skipped:
-            self.loaded.append(name)
-
-    def _kernel_like(self) -> Any:
-        """Make what a module can look at while it is imported what a kernel cell would
-        show it, as far as the kernel's start does not decide it; return the undo.
-
-        ``sys.path`` as a cell sees it; ``__main__`` without ``__file__`` (IPython's user
-        module has none); ``sys.stdout``/``sys.stderr`` proxies that write to whatever the
-        streams are when written to (a logging handler made at import writes to the
-        kernel's streams, as if made there); ``get_ipython`` (the builtin and IPython's)
-        recording that it was called: the answer depends on the kernel's shell, which does
-        not exist here, so such a module is not pre-imported.
-        """
-        import builtins
-        import types
-
-        saved = (
-            list(sys.path),
-            sys.modules.get("__main__"),
-            sys.stdout,
-            sys.stderr,
-            builtins.__dict__.get("get_ipython"),
-            sys.argv,
-        )
-        sys.path[:] = self._kernel_path()
-        main = types.ModuleType("__main__")
-        main.__dict__["__builtins__"] = builtins
-        sys.modules["__main__"] = main
-        sys.stdout = _StreamProxy("stdout", saved[2])  # type: ignore[assignment]
-        sys.stderr = _StreamProxy("stderr", saved[3])  # type: ignore[assignment]
-        # Each kernel has its own (its connection file): reading it at import is recorded.
-        sys.argv = _WatchedList(self.argv_read, sys.argv)
-
-        def recorder(original: Any) -> Any:
-            def get_ipython() -> Any:
-                if self.asked_shell is not None:  # only while pre-importing
-                    caller = sys._getframe(1).f_globals.get("__name__", "?")
-                    self.asked_shell.append(str(caller))
-                if original is None:
-                    raise NameError("name 'get_ipython' is not defined")
-                return original()
-
-            return functools.wraps(original)(get_ipython) if original else get_ipython
-
-        patched: list[tuple[Any, Any]] = []
-        for mod_name in ("IPython", "IPython.core.getipython"):
-            mod = sys.modules.get(mod_name)
-            if mod is not None and hasattr(mod, "get_ipython"):
-                patched.append((mod, mod.get_ipython))
-                mod.get_ipython = recorder(mod.get_ipython)  # type: ignore[attr-defined]
-        if saved[4] is None:
-            builtins.get_ipython = recorder(None)  # type: ignore[attr-defined]
-
-        def undo() -> None:
-            sys.path[:] = saved[0]
-            if saved[1] is not None:
-                sys.modules["__main__"] = saved[1]
-            sys.stdout, sys.stderr = saved[2], saved[3]
-            sys.argv = saved[5]
-            for mod, original in patched:
-                mod.get_ipython = original
-            if saved[4] is None:
-                builtins.__dict__.pop("get_ipython", None)
-
-        return undo
-
-    def _shell_replays(self, callers: list[str]) -> str | None:
-        """Accept a module that asked for the IPython shell at import only where that
-        decision is known and can be taken again in the kernel, once its shell exists."""
-        for caller in dict.fromkeys(callers):
-            check = _REPLAYS.get(caller)
-            found = check[0]() if check else None
-            if found is None:
-                return f"asked for the IPython shell at import ({caller})"
-            self.replays[caller] = found
-        return None
-
-    def _user_module(self, new: Iterable[str]) -> str | None:
-        for mod_name in new:
-            if "." in mod_name:
-                continue
-            spec = getattr(sys.modules.get(mod_name), "__spec__", None)
-            if spec is None:
-                continue
-            locations = list(spec.submodule_search_locations or [])
-            where = [os.path.dirname(p) for p in locations if os.path.isabs(p)]
-            if spec.has_location and spec.origin and not locations:
-                where.append(os.path.dirname(spec.origin))
-            if self.cwd in where:
-                return f"imported {mod_name} from the notebook's folder"
-        return None
-
-    # ---------------------------------------------------------------- the loop
-
-    def serve(self) -> None:
-        poller = select.poll()
-        poller.register(0, select.POLLIN)
-        poller.register(self.listener.fileno(), select.POLLIN)
-        while not self.exiting:
-            # Pre-imports come first: every kernel forked after them shares them, one forked
-            # before would import them again itself (the steps replay the same imports).
-            # Requests wait meanwhile (poll is level-triggered: they are seen again).
-            busy = bool(self.pending) and self.dirty is None
-            for fd, _ in poller.poll(0 if busy else 1000):
-                if fd == 0:
-                    if not os.read(0, 4096):
-                        self.exiting = True  # the runner is gone or closed the pipe
-                elif fd in self.children:
-                    self.child_exited(self.children[fd], poller)
-                elif busy:
-                    continue
-                elif fd == self.listener.fileno():
-                    conn, _ = self.listener.accept()
-                    # Non-blocking: an event may be stale (its fd closed and reused since).
-                    conn.setblocking(False)
-                    self.conns[conn.fileno()] = conn
-                    poller.register(conn.fileno(), select.POLLIN)
-                elif fd in self.conns:
-                    self.handle(self.conns[fd], poller)
-            if busy and not self.exiting:
-                self.preload_one(self.pending.pop(0))
-        self.stop_children()
-
-    def handle(self, conn: socket.socket, poller: Any) -> None:
-        try:
-            data, fds, _, _ = socket.recv_fds(conn, _MAX_MSG, 2)
-        except BlockingIOError:
-            return
-        except OSError:
-            data, fds = b"", []
-        if not data:
-            self.drop(conn, poller)
-            return
-        msg = json.loads(data)
-        op = msg.get("op")
-        if op != "fork":
-            for fd in fds:
-                os.close(fd)
-        if op == "fork":
-            if self.dirty is not None:
-                for fd in fds:
-                    os.close(fd)
-                _reply(conn, {"retired": self.dirty[0], "why": self.dirty[1]})
-                return
-            self.fork(conn, msg, fds, poller)
-        elif op == "status":
-            _reply(
-                conn,
-                {
-                    "loaded": self.loaded,
-                    "skipped": self.skipped,
-                    "pending": self.pending,
-                    "dirty": list(self.dirty) if self.dirty else None,
-                    "children": sorted(c.pid for c in self.children.values()),
-                },
-            )
-
-    def drop(self, conn: socket.socket, poller: Any) -> None:
-        """A requester closed its connection: reap its kernel if that already exited."""
-        fd = conn.fileno()
-        poller.unregister(fd)
-        del self.conns[fd]
-        for pidfd, child in list(self.children.items()):
-            if child.conn is conn:
-                child.conn = None
-                if child.status is not None:
-                    self.reap(pidfd, poller)
-        conn.close()
-
-    def child_exited(self, child: _Child, poller: Any) -> None:
-        # Keep the zombie until the requester has read the status: its pid (and process
-        # group id) cannot be reused before, so signals the runner sends stay safe.
-        info = os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
-        if info is None:
-            return
-        if info.si_code == os.CLD_EXITED:
-            child.status = info.si_status
-        else:
-            child.status = -info.si_status
-        poller.unregister(child.pidfd)
-        if child.conn is None:
-            self.reap(child.pidfd, poller)
-            return
-        with contextlib.suppress(OSError):
-            _send(child.conn, {"exit": child.status})
-
-    def reap(self, pidfd: int, poller: Any) -> None:
-        child = self.children.pop(pidfd)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(child.pid, 0)
-        os.close(pidfd)
-
-    def stop_children(self) -> None:
-        for child in self.children.values():
-            with contextlib.suppress(OSError):
-                os.killpg(child.pid, signal.SIGKILL)
-        for child in self.children.values():
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(child.pid, 0)
-
-    # ---------------------------------------------------------------- fork
-
-    def fork(self, conn: socket.socket, msg: dict[str, Any], fds: list[int], poller: Any) -> None:
-        if len(fds) != 2:
-            for fd in fds:
-                os.close(fd)
-            _reply(conn, {"error": "expected stdout and stderr descriptors"})
-            return
-        sys.stdout.flush()
-        sys.stderr.flush()
-        sync_r, sync_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the kernel
-
-            def kernel() -> int:
-                os.close(sync_r)
-                os.setsid()  # before the runner learns the pid: it signals the group
-                os.write(sync_w, b"k")
-                os.close(sync_w)
-                return self.become_kernel(msg, fds)
-
-            run_forked_child(kernel)
-        os.close(sync_w)
-        for fd in fds:
-            os.close(fd)
-        started = os.read(sync_r, 1)
-        os.close(sync_r)
-        pidfd = os.pidfd_open(pid)
-        child = _Child(pid, conn, pidfd)
-        self.children[pidfd] = child
-        poller.register(pidfd, select.POLLIN)
-        _reply(conn, {"pid": pid} if started else {"pid": pid, "warning": "child died early"})
-
-    def become_kernel(self, msg: dict[str, Any], fds: list[int]) -> int:
-        """In the forked child: turn into ``python -m ipykernel_launcher ARGS`` and run it."""
-        import importlib
-        import runpy
-        import types
-
-        # Nothing of the server stays open in the kernel.
-        self.listener.close()
-        for conn in self.conns.values():
-            conn.close()
-        for pidfd in self.children:
-            with contextlib.suppress(OSError):
-                os.close(pidfd)
-        # Standard streams as jupyter_client's launcher sets them: stdin a pipe whose write
-        # end is closed, stdout/stderr the given files.
-        r, w = os.pipe()
-        os.close(w)
-        os.dup2(r, 0)
-        os.close(r)
-        os.dup2(fds[0], 1)
-        os.dup2(fds[1], 2)
-        for fd in set(fds):
-            os.close(fd)
-        os.chdir(msg["cwd"])
-        if "numpy.random" in sys.modules:
-            # A fresh kernel seeds numpy's global RNG from the OS at import; `random`
-            # reseeds itself at fork.
-            sys.modules["numpy.random"].seed()
-        # The kernel watches its parent: the zygote, which exits when the runner does.
-        from ipykernel.kernelapp import IPKernelApp
-
-        IPKernelApp.class_traits()["parent_handle"].default_value = os.getppid()
-        if self.replays:
-            _replay_after_shell(IPKernelApp, self.replays)
-        argv = list(msg["argv"])
-        sys.path[:] = self.base_path
-        if not sys.flags.safe_path:
-            sys.path[0] = os.getcwd()  # `python -m` puts the working directory first
-        for key in ("", os.getcwd(), self.cwd):
-            sys.path_importer_cache.pop(key, None)
-        importlib.invalidate_caches()
-        sys.argv[:] = ["-m", *argv[3:]]
-        sys.orig_argv[:] = argv
-        for name in self.own_modules:
-            sys.modules.pop(name, None)
-        main = types.ModuleType("__main__")
-        main.__dict__["__builtins__"] = sys.modules["builtins"]
-        main.__dict__["__annotations__"] = {}  # noqa: RUF063 (a fresh __main__ has it)
-        sys.modules["__main__"] = main
-        code = 0
-        try:
-            runpy._run_module_as_main(argv[2], alter_argv=True)  # type: ignore[attr-defined]
-        except SystemExit as exc:
-            code = _exit_code(exc)
-        finally:
-            # As the interpreter does at exit: join non-daemon threads, run atexit.
-            with contextlib.suppress(BaseException):
-                threading._shutdown()  # type: ignore[attr-defined]
-            import atexit
-
-            atexit._run_exitfuncs()
-        return code
-
-
-# ---------------------------------------------------------------- shell-dependent imports
-#
-# A library may decide something at import by asking for the IPython shell, which exists in
-# a kernel but not in the zygote. Known cases are taken again in the forked kernel once its
-# shell exists (before any cell runs); each is (check in the zygote after the import ->
-# what the replay needs or None, replay in the kernel). A check that fails (the library's
-# code changed) keeps the module from being pre-imported.
-
-_PANDAS_MAX_COLS = re.compile(
-    r"if is_terminal\(\):\s*max_cols = (\d+)[^\n]*\s*else:\s*max_cols = (\d+)[^\n]*\s*"
-    r"cf\.register_option\(\s*\"max_columns\",\s*max_cols,"
-)
-
-
-def _pandas_check() -> Any:
-    """pandas.core.config_init picks ``display.max_columns``' default with is_terminal():
-    0 in a terminal (what it found here), 20 in a kernel."""
-    import inspect
-
-    init = sys.modules.get("pandas.core.config_init")
-    cf = sys.modules.get("pandas._config.config")
-    try:
-        match = _PANDAS_MAX_COLS.search(inspect.getsource(init))  # type: ignore[arg-type]
-        option = cf._registered_options["display.max_columns"]  # type: ignore[union-attr]
-        root, key = cf._get_root("display.max_columns")  # type: ignore[union-attr]
-    except (OSError, TypeError, KeyError, AttributeError):
-        return None
-    if match is None or not (option.defval == root[key] == int(match[1])):
-        return None
-    return int(match[2])
-
-
-def _pandas_replay(in_kernel: int) -> None:
-    init = sys.modules["pandas.core.config_init"]
-    cf = sys.modules["pandas._config.config"]
-    if init.is_terminal():  # type: ignore[attr-defined]
-        return  # the same answer as in the zygote
-    key = "display.max_columns"
-    options = cf._registered_options  # type: ignore[attr-defined]
-    options[key] = options[key]._replace(defval=in_kernel)
-    root, leaf = cf._get_root(key)  # type: ignore[attr-defined]
-    root[leaf] = in_kernel
-
-
-_REPLAYS: dict[str, tuple[Any, Any]] = {
-    "pandas.core.config_init": (_pandas_check, _pandas_replay),
-}
-
-
-def _replay_after_shell(app_class: Any, replays: dict[str, Any]) -> None:
-    """In the forked kernel: once the app has its shell, ask the recorded questions again,
-    as a cell would (get_ipython is a builtin while a cell runs)."""
-    original = app_class.init_shell
-
-    def init_shell(app: Any) -> None:
-        app_class.init_shell = original
-        original(app)
-        if app.shell is None:
-            return
-        with app.shell.builtin_trap:
-            for caller, found in replays.items():
-                _REPLAYS[caller][1](found)
-
-    app_class.init_shell = init_shell
-
-
-class _WatchedList(list):  # type: ignore[type-arg]
-    """A list that notes being read (``sys.argv`` while pre-importing)."""
-
-    def __init__(self, note: list[bool], items: Iterable[Any]) -> None:
-        super().__init__(items)
-        self._note = note
-
-    def __getitem__(self, index: Any) -> Any:
-        self._note.append(True)
-        return super().__getitem__(index)
-
-    def __iter__(self) -> Any:
-        self._note.append(True)
-        return super().__iter__()
-
-    def __len__(self) -> int:
-        self._note.append(True)
-        return super().__len__()
-
-    def __contains__(self, item: object) -> bool:
-        self._note.append(True)
-        return super().__contains__(item)
-
-
-class _StreamProxy:
-    """``sys.stdout``/``sys.stderr`` while the zygote pre-imports: writes go to whatever
-    ``sys.<name>`` is at the time (in a kernel: ipykernel's streams)."""
-
-    def __init__(self, name: str, fallback: Any) -> None:
-        self._name = name
-        self._fallback = fallback
-
-    def _target(self) -> Any:
-        stream = getattr(sys, self._name)
-        return self._fallback if stream is self else stream
-
-    def write(self, data: str) -> int:
-        return self._target().write(data)
-
-    def flush(self) -> None:
-        self._target().flush()
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self._target(), attr)
-
-
-def run_forked_child(body: Callable[[], int]) -> NoReturn:
-    """In a child just forked: run ``body`` and ``os._exit`` with the code it returns (1 if
-    it raises, the traceback printed). Never returns: the child must not unwind into the
-    parent's stack (its ``finally`` blocks and ``atexit`` handlers are the parent's)."""
-    code = 1
-    try:
-        code = body()
-    except BaseException:
-        import traceback
-
-        with contextlib.suppress(BaseException):
-            traceback.print_exc()
-    finally:
-        with contextlib.suppress(BaseException):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
-
-
-def _exit_code(exc: SystemExit) -> int:
-    if exc.code is None:
-        return 0
-    if isinstance(exc.code, int):
-        return exc.code
-    print(exc.code, file=sys.stderr)
-    return 1
-
-
-def _open_fds() -> set[str]:
-    try:
-        return set(os.listdir("/proc/self/fd"))
-    except OSError:
-        return set()
-
-
-def _hooks() -> tuple[Any, ...]:
-    sigs = []
-    for s in signal.valid_signals():
-        with contextlib.suppress(OSError, ValueError):
-            sigs.append((s, signal.getsignal(s)))
-    return (
-        list(sys.meta_path),
-        list(sys.path_hooks),
-        sigs,
-        sys.excepthook,
-        sys.displayhook,
-        sys.breakpointhook,
-        sys.gettrace(),
-        sys.getprofile(),
-        threading.excepthook,
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run a zygote (``python -m jupyter_pipeline.runtime.forkserver --listen-fd N``)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m jupyter_pipeline.runtime.forkserver")
-    parser.add_argument("--listen-fd", type=int, required=True, help="listening Unix socket")
-    parser.add_argument("--cwd", required=True, help="the kernels' working directory")
-    parser.add_argument("--preload", default="", help="comma-separated modules to pre-import")
-    args = parser.parse_args(argv)
-    # Started in an empty directory, so that nothing of the notebook's folder could shadow
-    # what this process imported so far (ipykernel_launcher, too, takes its folder off
-    # sys.path before importing). From here on, sys.path is what `python -m` gives a kernel
-    # started in the notebook's folder.
-    os.chdir(args.cwd)
-    if not sys.flags.safe_path:
-        sys.path[0] = os.getcwd()
-    listener = socket.socket(fileno=args.listen_fd)
-    listener.set_inheritable(False)
-    zygote = _Zygote(listener)
-    zygote.pending = [m for m in args.preload.split(",") if m]
-    zygote.import_kernel_modules()
-    zygote.serve()
-    return 0
-
-
-# ============================================================================ the client
 
 
 class ForkError(Exception):
@@ -863,13 +166,16 @@ class _ZygoteHandle:
     """One zygote process, as the client sees it."""
 
     def __init__(self, cwd: str, env: dict[str, str], modules: list[str]) -> None:
-        self.dir = tempfile.mkdtemp(prefix="jp-forkserver-")  # private (0700)
+        # Folders of fork servers whose runner and zygote were both killed (SIGKILL: no
+        # one could remove them) are removed here; this one's zygote removes its own.
+        remove_stale(_FOLDER_PREFIX)
+        self.dir = private_dir(_FOLDER_PREFIX)  # private (0700)
         self.path = os.path.join(self.dir, "socket")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         listener.bind(self.path)
         listener.listen(64)
         death_r, self.death_w = os.pipe()  # our end stays open while we live
-        self.log_path = os.path.join(self.dir, "zygote.log")
+        self.log_path = os.path.join(self.dir, _LOG_NAME)
         with open(self.log_path, "wb") as logf:
             self.proc = subprocess.Popen(
                 [
@@ -882,6 +188,8 @@ class _ZygoteHandle:
                     cwd,
                     "--preload",
                     ",".join(modules),
+                    "--folder",
+                    self.dir,
                 ],
                 cwd=self.dir,
                 env=env,
@@ -902,13 +210,16 @@ class _ZygoteHandle:
             sock.connect(self.path)
         except OSError as exc:
             sock.close()
-            raise ForkError(f"fork server unreachable: {exc}") from None
+            raise ForkError(_with_log(f"fork server unreachable: {exc}", self.path)) from None
         return sock
 
     def request(self, msg: dict[str, Any], timeout: float | None = 120) -> dict[str, Any]:
         with self.connect(timeout) as sock:
-            _send(sock, msg)
-            data = _recv(sock)
+            try:
+                _send(sock, msg)
+                data = _recv(sock)
+            except (ForkError, OSError) as exc:
+                raise ForkError(_with_log(str(exc), self.path)) from None
         return json.loads(data)
 
     def alive(self) -> bool:
@@ -923,6 +234,22 @@ class _ZygoteHandle:
             self.proc.kill()
             self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)  # the socket and the zygote's log
+
+
+def _with_log(message: str, socket_path: str) -> str:
+    """``message`` with the end of the zygote's log (beside its socket), if it wrote one:
+    why a zygote died (an import that crashed it, a broken environment) is only there."""
+    try:
+        with open(os.path.join(os.path.dirname(socket_path), _LOG_NAME), "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - _LOG_TAIL))
+            tail = f.read().decode(errors="replace").strip()
+    except OSError:
+        return message
+    if not tail:
+        return message
+    lines = tail.splitlines()[-_LOG_LINES:]
+    return f"{message}; its log ends with:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def _recv(sock: socket.socket) -> bytes:
@@ -1046,7 +373,9 @@ class ForkServer:
                 self._zygotes.append(_Attached(path))  # type: ignore[arg-type]
                 return self._zygotes[-1]
             if zygote is not None and zygote.retired is None:
-                self.failed = f"the fork server exited (code {zygote.proc.returncode})"
+                self.failed = _with_log(
+                    f"the fork server exited (code {zygote.proc.returncode})", zygote.path
+                )
                 raise ForkError(self.failed)
             if len(self._zygotes) >= _MAX_ZYGOTES:
                 self.modules = []  # pre-imports kept misbehaving: only the kernel's own
@@ -1137,9 +466,12 @@ class ForkServer:
             try:
                 _send(sock, msg, [out_fd, err_fd])
                 reply = json.loads(_recv(sock))
-            except (ForkError, OSError) as exc:
+            except ForkError as exc:
                 sock.close()
-                raise ForkError(str(exc)) from None
+                raise ForkError(_with_log(str(exc), zygote.path)) from None
+            except OSError as exc:
+                sock.close()
+                raise ForkError(_with_log(f"the fork server failed: {exc}", zygote.path)) from None
             if "pid" in reply:
                 sock.settimeout(None)
                 return ForkedProcess(int(reply["pid"]), sock, list(cmd))
@@ -1158,102 +490,6 @@ def _fileno(f: Any, default: int) -> int:
         return f
     f.flush()
     return f.fileno()
-
-
-# ============================================================================ jupyter_client
-
-
-@functools.cache  # one class for every kernel (jupyter_client is imported on first use)
-def _provisioner_class() -> type:
-    from jupyter_client.provisioning import LocalProvisioner
-
-    class ForkProvisioner(LocalProvisioner):  # type: ignore[misc]
-        """LocalProvisioner whose kernel process is forked from a :class:`ForkServer`.
-
-        Falls back to LocalProvisioner's own launch (a spawned kernel) when forking would
-        not be faithful; the reason is kept in ``fork_fallback`` and logged at debug level.
-        """
-
-        fork_server: ForkServer | None = None
-        fork_fallback: str | None = None
-
-        async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
-            server = self.fork_server
-            extra = set(kwargs) - {
-                "env",
-                "cwd",
-                "stdout",
-                "stderr",
-                "independent",
-                "kernel_id",
-                "extra_arguments",
-            }
-            reason: str | None
-            if server is None:
-                reason = "no fork server"
-            elif extra:
-                reason = f"launch options the fork server does not handle: {sorted(extra)}"
-            elif kwargs.get("independent"):
-                reason = "independent kernel"
-            else:
-                reason = server.unfit(cmd, kwargs.get("env"), kwargs.get("cwd"))
-            if reason is None:
-                assert server is not None
-                try:
-                    process = server.fork(
-                        cmd,
-                        cwd=kwargs.get("cwd"),
-                        stdout=kwargs.get("stdout"),
-                        stderr=kwargs.get("stderr"),
-                    )
-                except ForkError as exc:
-                    reason = str(exc)
-                else:
-                    self.process = process  # type: ignore[assignment]  # a Popen look-alike
-                    self.pid = self.pgid = process.pid  # it called setsid() before we knew
-                    self.cwd = kwargs.get("cwd") or os.getcwd()
-                    return self.connection_info
-            self.fork_fallback = reason
-            log.debug("kernel spawned, not forked: %s", reason)
-            return await super().launch_kernel(cmd, **kwargs)
-
-    return ForkProvisioner
-
-
-@functools.cache
-def kernel_manager_class() -> type:
-    """An ``AsyncKernelManager`` subclass that forks its kernel from ``km.fork_server``.
-
-    Set ``fork_server`` on an instance (nbclient's ``kernel_manager_class`` creates it);
-    with None, or a kernel spec naming its own provisioner, it behaves like its base class.
-    """
-    import uuid
-
-    from jupyter_client import AsyncKernelManager
-
-    provisioner_class = _provisioner_class()
-
-    class ForkKernelManager(AsyncKernelManager):  # type: ignore[misc]
-        fork_server: ForkServer | None = None
-
-        async def _async_pre_start_kernel(self, **kw: Any) -> Any:
-            spec = self.kernel_spec
-            spec_provisioner = spec.metadata.get("kernel_provisioner") if spec else None
-            if self.provisioner is None and self.fork_server is not None:
-                if spec_provisioner:
-                    log.debug("kernel spawned, not forked: its kernel spec names a provisioner")
-                else:
-                    self.kernel_id = (
-                        self.kernel_id or kw.pop("kernel_id", None) or str(uuid.uuid4())
-                    )
-                    provisioner = provisioner_class(
-                        kernel_id=self.kernel_id, kernel_spec=self.kernel_spec, parent=self
-                    )
-                    provisioner.fork_server = self.fork_server
-                    self.provisioner = provisioner
-            return await super()._async_pre_start_kernel(**kw)
-
-    return ForkKernelManager
 
 
 if __name__ == "__main__":

@@ -46,10 +46,11 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from jupyter_pipeline.runtime.tmpdirs import private_dir, remove_stale
 
 if TYPE_CHECKING:
     from jupyter_pipeline.runtime.api import SavedValue, StepRequest, StepResult
@@ -110,6 +111,7 @@ def _recv(sock: socket.socket) -> Any:
 
 
 _KERNEL: list[int] = []  # the driver's kernel, once it exists
+_FOLDER_PREFIX = "jp-stepserver-"  # <tmp>/jp-stepserver-<runner pid>-<random>: its socket
 
 
 def _terminated(signum: int, frame: Any) -> None:
@@ -282,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jupyter_pipeline.runtime.stepserver")
     parser.add_argument("--listen-fd", type=int, required=True, help="listening Unix socket")
     parser.add_argument("--ready-fd", type=int, help="closed once the imports are done")
+    parser.add_argument("--folder", help="this server's folder (its socket): removed at exit")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle
     listener = socket.socket(fileno=args.listen_fd)
@@ -295,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.ready_fd is not None:
         os.close(args.ready_fd)
     _Server(listener).serve()
+    if args.folder:  # the runner is gone (a killed one could not remove it) or closed it
+        shutil.rmtree(args.folder, ignore_errors=True)
     return 0
 
 
@@ -324,7 +329,10 @@ class StepServer:
                 raise StepDriverError("StepServerClosed", "the step server is closed")
             if self._proc is not None:
                 return
-            self._dir = tempfile.mkdtemp(prefix="jp-stepserver-")  # private (0700)
+            # Folders of step servers killed with their runner are removed here; this
+            # one's server removes its own when its runner goes.
+            remove_stale(_FOLDER_PREFIX)
+            self._dir = private_dir(_FOLDER_PREFIX)  # private (0700)
             path = os.path.join(self._dir, "socket")
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             listener.bind(path)
@@ -341,6 +349,8 @@ class StepServer:
                         str(listener.fileno()),
                         "--ready-fd",
                         str(ready_w),
+                        "--folder",
+                        self._dir,
                     ],
                     cwd=self._dir,  # nothing of the caller's folder shadows an import
                     # os.environ, not the C environment that Popen passes by default:

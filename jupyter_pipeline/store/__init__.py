@@ -5,6 +5,11 @@ visible to the Jupyter server, and ``jupyter-pipeline cancel`` can reach a runne
 process. Every write is a short autocommit transaction, so a runner that is killed loses at
 most the write it was doing; the next open of the store notices runs whose runner process is
 gone and marks them failed ("runner lost").
+
+This module holds :class:`RunStore`'s connection, its writes and its reads of runs; the
+rest of it lives beside it, one concern a module: :mod:`.schema` (tables, upgrades, rows to
+records), :mod:`.events` (the event log), :mod:`.cleanup` (runner-lost recovery, pruning),
+:mod:`.processes` (is a recorded process alive, stopping one), :mod:`.sweeps` (sweeps).
 """
 
 from __future__ import annotations
@@ -12,18 +17,36 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from jupyter_pipeline.model import Pipeline, Run, RunState, StepRun
+from jupyter_pipeline.model import Pipeline, Run, RunState
+from jupyter_pipeline.store.cleanup import RUNNER_LOST, CleanupMixin, PruneResult
+from jupyter_pipeline.store.events import (
+    _EVENTS_KEPT,
+    _QUIET_FIELDS,
+    EventLogMixin,
+    StoreEvent,
+    _log_event,
+)
+from jupyter_pipeline.store.processes import kill_process_tree, process_alive, process_started
+from jupyter_pipeline.store.schema import (
+    _RUN_EXTRA,
+    _RUN_FIELDS,
+    _SCHEMA,
+    _SCHEMA_VERSION,
+    _STEP_EXTRA,
+    _STEP_FIELDS,
+    _run_from_rows,
+    _to_sql,
+    migrate,
+)
 from jupyter_pipeline.store.sweeps import SWEEP_SCHEMA, SweepStoreMixin
 
 __all__ = [
@@ -36,93 +59,6 @@ __all__ = [
     "process_alive",
     "process_started",
 ]
-
-RUNNER_LOST = "runner lost"
-_FINISHED = tuple(s.value for s in RunState if s.finished)
-_SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    pipeline TEXT NOT NULL,
-    notebook TEXT NOT NULL,
-    backend TEXT NOT NULL,
-    state TEXT NOT NULL,
-    created REAL NOT NULL,
-    started REAL,
-    finished REAL,
-    parameters TEXT NOT NULL DEFAULT '{}',
-    run_dir TEXT,
-    pid INTEGER,
-    pid_created REAL,
-    host TEXT,
-    external_id TEXT,
-    url TEXT,
-    error TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    runner_signals INTEGER NOT NULL DEFAULT 0,
-    pipeline_json TEXT,
-    sweep_id TEXT,
-    trial INTEGER
-);
-CREATE INDEX IF NOT EXISTS runs_created ON runs (created);
-CREATE TABLE IF NOT EXISTS steps (
-    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    idx INTEGER NOT NULL,
-    step TEXT NOT NULL,
-    state TEXT NOT NULL,
-    started REAL,
-    finished REAL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    log_path TEXT,
-    executed_notebook TEXT,
-    html TEXT,
-    outputs TEXT NOT NULL DEFAULT '{}',
-    digests TEXT NOT NULL DEFAULT '{}',
-    error TEXT,
-    error_cell INTEGER,
-    external_id TEXT,
-    metrics TEXT NOT NULL DEFAULT '{}',
-    cache_key TEXT,
-    kernel_pid INTEGER,
-    kernel_created REAL,
-    PRIMARY KEY (run_id, step)
-);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    time REAL NOT NULL,
-    run_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    step TEXT,
-    state TEXT
-);
-"""
-
-# The event log: one row per visible change of a run or a step, appended in the same
-# transaction as the change, so a reader tailing it by ``seq`` (the server's event stream)
-# sees every change of every process (CLI runs included) exactly once and in order.
-# Changes of these store-only fields are not events (nobody watches them).
-_QUIET_FIELDS = {
-    "kernel_pid",
-    "kernel_created",
-    "cancel_requested",
-    "runner_signals",
-    "pid",
-    "pid_created",
-    "cache_key",
-    "digests",
-    "metrics",
-    "pipeline_json",
-    "host",
-}
-_EVENTS_KEPT = 100_000  # older events are dropped (a client that far behind reloads)
-
-# Columns holding JSON; everything else is a plain SQLite value.
-_JSON_COLUMNS = {"parameters", "outputs", "digests", "metrics"}
-_RUN_FIELDS = set(Run.model_fields) - {"id", "steps"}
-_RUN_EXTRA = {"cancel_requested", "runner_signals", "pipeline_json", "pid_created", "host"}
-_STEP_FIELDS = set(StepRun.model_fields) - {"step"}
-_STEP_EXTRA = {"metrics", "cache_key", "kernel_pid", "kernel_created"}
 
 
 def default_store_path() -> Path:
@@ -138,69 +74,7 @@ def default_store_path() -> Path:
     return Path(jupyter_data_dir()) / "pipeline" / "runs.sqlite"
 
 
-def process_started(pid: int) -> float | None:
-    """Start time of process ``pid``, or None if it does not exist (or is a zombie)."""
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return proc.create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
-        return None
-
-
-def process_alive(pid: int | None, created: float | None = None) -> bool:
-    """True if ``pid`` runs and (when ``created`` is known) is the same process, not a reuse."""
-    if not pid:
-        return False
-    now_created = process_started(pid)
-    if now_created is None:
-        return False
-    return created is None or abs(now_created - created) < 1.0
-
-
-def kill_process_tree(pid: int, created: float | None = None) -> None:
-    """Kill a process, its process group (kernels lead their own) and all its descendants.
-
-    If the process itself is already gone (a kernel that noticed its runner died exits on
-    its own), what is left of its process group is still killed: Linux never hands out a
-    pid still used as a group id, so that group can only hold the kernel's orphans. Does
-    nothing if ``created`` shows the pid now belongs to another process.
-    """
-    import signal
-
-    import psutil
-
-    if pid <= 0:
-        return  # os.killpg(0) would kill our own process group
-    alive = process_alive(pid, created)
-    if not alive and created is not None and process_started(pid) is not None:
-        return  # the pid was reused by an unrelated process: leave it alone
-    children: list[psutil.Process] = []
-    if alive:
-        with suppress(psutil.Error):
-            children = psutil.Process(pid).children(recursive=True)
-    try:
-        # Kernels are started in a new session, so their group id is their pid; killing the
-        # group takes subprocesses that did not start their own session.
-        if not alive or os.getpgid(pid) == pid:
-            os.killpg(pid, signal.SIGKILL)
-        else:
-            os.kill(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    for child in children:
-        with suppress(psutil.Error):
-            child.kill()
-    psutil.wait_procs([*children], timeout=3)
-    if alive:
-        with suppress(psutil.Error, ChildProcessError):
-            psutil.Process(pid).wait(timeout=3)
-
-
-class RunStore(SweepStoreMixin):
+class RunStore(EventLogMixin, CleanupMixin, SweepStoreMixin):
     """SQLite-backed store of :class:`~jupyter_pipeline.model.Run` records.
 
     Safe to use from several threads (one connection, a lock) and several processes (WAL,
@@ -227,25 +101,12 @@ class RunStore(SweepStoreMixin):
             self._conn.execute("PRAGMA foreign_keys=ON")
             # executescript commits on its own; run it outside an explicit transaction.
             self._conn.executescript(_SCHEMA)
-            self._migrate()
+            migrate(self._conn)
             self._conn.executescript(SWEEP_SCHEMA)
             self._conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         self.recover_lost()
 
     # ------------------------------------------------------------------ plumbing
-
-    def _migrate(self) -> None:
-        """Add columns newer than the database (stores outlive upgrades)."""
-        have = {r[1] for r in self._conn.execute("PRAGMA table_info(runs)")}
-        if "runner_signals" not in have:
-            with suppress(sqlite3.OperationalError):  # another process just added it
-                self._conn.execute(
-                    "ALTER TABLE runs ADD COLUMN runner_signals INTEGER NOT NULL DEFAULT 0"
-                )
-        for column, kind in (("sweep_id", "TEXT"), ("trial", "INTEGER")):
-            if column not in have:
-                with suppress(sqlite3.OperationalError):
-                    self._conn.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
 
     @property
     def folder(self) -> Path:
@@ -571,277 +432,3 @@ class RunStore(SweepStoreMixin):
         return row[0], row[1], row[2], bool(row[3])
 
     # ------------------------------------------------------------------ events
-
-    def last_event(self) -> int:
-        """The ``seq`` of the newest event (0 if none): a cursor for :meth:`events_after`."""
-        with self._lock:
-            row = self._conn.execute("SELECT MAX(seq) FROM events").fetchone()
-        return int(row[0] or 0)
-
-    def events_after(self, seq: int, limit: int = 1000) -> list[StoreEvent]:
-        """Events with a ``seq`` greater than ``seq``, oldest first (at most ``limit``)."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT seq, time, run_id, kind, step, state FROM events WHERE seq > ?"
-                " ORDER BY seq LIMIT ?",
-                (seq, limit),
-            ).fetchall()
-        return [StoreEvent(*tuple(r)) for r in rows]
-
-    def first_event(self) -> int:
-        """The ``seq`` of the oldest event kept (0 if none); older ones were dropped."""
-        with self._lock:
-            row = self._conn.execute("SELECT MIN(seq) FROM events").fetchone()
-        return int(row[0] or 0)
-
-    # ------------------------------------------------------------------ pruning
-
-    def prune(
-        self,
-        *,
-        keep: int | None = None,
-        older_than: float | None = None,
-        dry_run: bool = False,
-        now: float | None = None,
-    ) -> PruneResult:
-        """Delete old finished runs: their records, steps and run folders.
-
-        A queued or running run is never deleted (nor counted). With ``keep``, the ``keep``
-        newest finished runs stay; with ``older_than``, only runs created more than that
-        many seconds ago go; with both, a run goes when it is outside the newest ``keep``
-        *and* old enough. A run folder is deleted only when it lies under :attr:`runs_dir`
-        (a folder given by hand is the user's).
-
-        Args:
-            keep: How many of the newest finished runs to keep.
-            older_than: Minimum age in seconds of a run to delete.
-            dry_run: Only report what would be deleted.
-            now: The current time (default: ``time.time()``).
-
-        Returns:
-            What was (or would be) removed, and the cache keys no remaining run references.
-
-        Raises:
-            ValueError: Neither ``keep`` nor ``older_than`` given, or a negative one.
-        """
-        if keep is None and older_than is None:
-            raise ValueError("say what to prune: keep N newest runs and/or older than DAYS")
-        if (keep is not None and keep < 0) or (older_than is not None and older_than < 0):
-            raise ValueError("keep and older_than must not be negative")
-        self.recover_lost()  # a run whose runner died is finished, so it can be pruned
-        now = time.time() if now is None else now
-        marks = ",".join("?" * len(_FINISHED))
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT id, state, created, run_dir, backend FROM runs ORDER BY created DESC"
-            ).fetchall()
-        result = PruneResult(active=[r["id"] for r in rows if r["state"] not in _FINISHED])
-        finished = [r for r in rows if r["state"] in _FINISHED]
-        doomed = finished[keep:] if keep is not None else finished
-        if older_than is not None:
-            doomed = [r for r in doomed if r["created"] < now - older_than]
-        if not doomed:
-            return result
-        ids = [r["id"] for r in doomed]
-        runs_dir = self.runs_dir.resolve()
-        folders = []
-        for r in doomed:
-            if r["run_dir"]:
-                folder = Path(r["run_dir"]).resolve()
-                if folder.is_relative_to(runs_dir) and folder != runs_dir:
-                    folders.append(folder)
-        in_ids = ",".join("?" * len(ids))
-        with self._transaction() as cur:
-            keys = {
-                k[0]
-                for k in cur.execute(
-                    f"SELECT DISTINCT cache_key FROM steps WHERE run_id IN ({in_ids})"
-                    " AND cache_key IS NOT NULL",
-                    ids,
-                )
-            }
-            still = {
-                k[0]
-                for k in cur.execute(
-                    f"SELECT DISTINCT cache_key FROM steps WHERE run_id NOT IN ({in_ids})"
-                    " AND cache_key IS NOT NULL",
-                    ids,
-                )
-            }
-            if not dry_run:
-                # Re-check the state inside the transaction (steps go by cascade).
-                cur.execute(
-                    f"DELETE FROM runs WHERE id IN ({in_ids}) AND state IN ({marks})",
-                    (*ids, *_FINISHED),
-                )
-                for run_id in ids:
-                    _log_event(cur, run_id, "deleted", None, None, time.time())
-            busy = cur.execute(
-                "SELECT 1 FROM runs WHERE backend='local' AND state IN ('queued','running')"
-            ).fetchone()
-        result.runs = ids
-        result.folders = folders
-        result.cache_keys = [] if busy else sorted(keys - still)
-        if not dry_run:
-            for folder in folders:
-                shutil.rmtree(folder, ignore_errors=True)
-        return result
-
-    # ------------------------------------------------------------------ recovery
-
-    def recover_lost(self) -> list[str]:
-        """Mark local runs whose runner process died as failed ("runner lost").
-
-        Only runs started on this host are checked (a pid means nothing elsewhere). Their
-        running steps become failed, their queued steps cancelled, and any kernel a step
-        recorded that is still alive is killed, so nothing keeps computing for a dead run.
-
-        Returns:
-            Ids of the runs marked lost.
-        """
-        host = socket.gethostname()
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT id, pid, pid_created FROM runs WHERE backend='local' AND host=?"
-                " AND state IN ('queued','running') AND pid IS NOT NULL",
-                (host,),
-            ).fetchall()
-        lost = [r["id"] for r in rows if not process_alive(r["pid"], r["pid_created"])]
-        now = time.time()
-        for run_id in lost:
-            with self._transaction() as cur:
-                # Re-check inside the transaction: another process may have recovered it.
-                state = cur.execute("SELECT state FROM runs WHERE id=?", (run_id,)).fetchone()
-                if state is None or state[0] not in ("queued", "running"):
-                    continue
-                kernels = cur.execute(
-                    "SELECT kernel_pid, kernel_created FROM steps WHERE run_id=?"
-                    " AND state IN ('queued','running') AND kernel_pid IS NOT NULL",
-                    (run_id,),
-                ).fetchall()
-                changed = cur.execute(
-                    "SELECT step, state FROM steps WHERE run_id=?"
-                    " AND state IN ('queued','running')",
-                    (run_id,),
-                ).fetchall()
-                cur.execute(
-                    "UPDATE steps SET state='failed', error=?, finished=? WHERE run_id=?"
-                    " AND state='running'",
-                    (RUNNER_LOST, now, run_id),
-                )
-                cur.execute(
-                    "UPDATE steps SET state='cancelled' WHERE run_id=? AND state='queued'",
-                    (run_id,),
-                )
-                cur.execute(
-                    "UPDATE runs SET state='failed', error=?, finished=? WHERE id=?",
-                    (RUNNER_LOST, now, run_id),
-                )
-                for c in changed:
-                    new_state = "failed" if c[1] == "running" else "cancelled"
-                    _log_event(cur, run_id, "step", c[0], new_state, now)
-                _log_event(cur, run_id, "run", None, "failed", now)
-            for k in kernels:
-                kill_process_tree(k[0], k[1])
-        return lost
-
-
-@dataclass(frozen=True)
-class StoreEvent:
-    """One entry of the store's event log: a run or step changed (or a run was deleted).
-
-    Attributes:
-        seq: Position in the log; increases with every event, across processes.
-        time: Unix time of the change.
-        run_id: The run.
-        kind: ``run``, ``step`` or ``deleted``.
-        step: The step, for ``step`` events.
-        state: The run's (or step's) state after the change; None for ``deleted``.
-    """
-
-    seq: int
-    time: float
-    run_id: str
-    kind: str
-    step: str | None
-    state: str | None
-
-
-def _log_event(
-    cur: sqlite3.Cursor, run_id: str, kind: str, step: str | None, state: str | None, now: float
-) -> None:
-    cur.execute(
-        "INSERT INTO events (time, run_id, kind, step, state) VALUES (?,?,?,?,?)",
-        (now, run_id, kind, step, state),
-    )
-
-
-@dataclass
-class PruneResult:
-    """What :meth:`RunStore.prune` removed.
-
-    Attributes:
-        runs: Ids of the runs deleted (records, steps and run folders).
-        folders: Run folders deleted.
-        cache_keys: Step-cache keys that only deleted runs referenced; the caller removes
-            those entries (:meth:`jupyter_pipeline.runners.cache.StepCache.remove`). Empty
-            while a local run is active, since it may be reading any entry.
-        active: Runs left alone because they are queued or running.
-    """
-
-    runs: list[str] = field(default_factory=list)
-    folders: list[Path] = field(default_factory=list)
-    cache_keys: list[str] = field(default_factory=list)
-    active: list[str] = field(default_factory=list)
-
-
-def _to_sql(name: str, value: Any) -> Any:
-    if name in _JSON_COLUMNS:
-        return json.dumps(value if value is not None else {}, default=repr)
-    if isinstance(value, RunState):
-        return value.value
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, bool):
-        return int(value)
-    return value
-
-
-def _run_from_rows(row: sqlite3.Row, steps: list[sqlite3.Row]) -> Run:
-    step_runs = [
-        StepRun(
-            step=s["step"],
-            state=RunState(s["state"]),
-            started=s["started"],
-            finished=s["finished"],
-            attempts=s["attempts"],
-            log_path=s["log_path"],
-            executed_notebook=s["executed_notebook"],
-            html=s["html"],
-            outputs=json.loads(s["outputs"] or "{}"),
-            digests=json.loads(s["digests"] or "{}"),
-            error=s["error"],
-            error_cell=s["error_cell"],
-            external_id=s["external_id"],
-        )
-        for s in steps
-    ]
-    return Run(
-        id=row["id"],
-        pipeline=row["pipeline"],
-        notebook=row["notebook"],
-        backend=row["backend"],
-        state=RunState(row["state"]),
-        created=row["created"],
-        started=row["started"],
-        finished=row["finished"],
-        parameters=json.loads(row["parameters"] or "{}"),
-        steps=step_runs,
-        run_dir=row["run_dir"],
-        pid=row["pid"],
-        external_id=row["external_id"],
-        url=row["url"],
-        error=row["error"],
-        sweep_id=row["sweep_id"],
-        trial=row["trial"],
-    )

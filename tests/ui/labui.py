@@ -258,3 +258,13 @@ def widen_right_sidebar(page: object, by: int) -> None:
     page.mouse.down()  # type: ignore[attr-defined]
     page.mouse.move(x - by, y, steps=5)  # type: ignore[attr-defined]
     page.mouse.up()  # type: ignore[attr-defined]
+
+
+def text_lines(element: object) -> int:
+    """How many lines the text of ``element`` (a locator) is laid out on."""
+    return int(
+        element.evaluate(  # type: ignore[attr-defined]
+            """e => { const r = document.createRange(); r.selectNodeContents(e);
+                      return new Set([...r.getClientRects()].map(x => Math.round(x.top))).size; }"""
+        )
+    )

@@ -24,6 +24,7 @@ from labui import (
     screenshot,
     shot_run,
     step_row,
+    text_lines,
     write_notebook,
 )
 from playwright.sync_api import expect
@@ -66,6 +67,11 @@ def test_run_example_every_step_succeeds_and_values_load(lab: Lab, page) -> None
     # The run started here ends with a notification that links back to the run.
     toast = page.locator(".Toastify__toast").filter(has_text=f"Run {run_id}")
     expect(toast).to_contain_text("succeeded")
+    # The sidebar shows this run: the toast goes away soon instead of covering the table.
+    expect(toast).to_have_count(0, timeout=15_000)
+    # Step names stay on one line (no "load-" / "data").
+    names = view.locator(".jp-PipelineRunSteps td.jp-PipelineRunSteps-name").all()
+    assert [text_lines(n) for n in names] == [1] * len(steps)
     shot_run(page, view, "run-succeeded")
 
     # Saved values of a step, with type and size; "Load into kernel" adds and runs a cell.

@@ -147,8 +147,9 @@ export function RunView(props: RunViewProps): JSX.Element {
           className="jp-PipelineRunView-back"
           onClick={props.onBack}
           title={trans.__('Back to the runs')}
+          aria-label={trans.__('Back to the runs')}
         >
-          ‹ {trans.__('Runs')}
+          ‹ <span className="jp-PipelineRunView-backLabel">{trans.__('Runs')}</span>
         </button>
         <code className="jp-PipelineRunView-id" title={run.id}>
           {run.id}

@@ -12,7 +12,6 @@ server extension, kfp's compiler and client, the run store and its event stream,
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -45,10 +44,11 @@ def kfp() -> Iterator[KfpStandIn]:
 @pytest.fixture(scope="module")
 def kfp_lab(tmp_path_factory: pytest.TempPathFactory, kfp: KfpStandIn) -> Iterator[Lab]:
     """A ``jupyter lab`` whose server extension has the stand-in as its KFP host."""
-    os.environ.pop("KF_PIPELINES_ENDPOINT", None)  # the configured host is the one used
     args = [f"--PipelineApp.kfp_host={kfp.url}", "--PipelineApp.kfp_poll_interval=0.1"]
-    with start_lab(tmp_path_factory.mktemp("kfp-lab"), args) as server:
-        yield server
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("KF_PIPELINES_ENDPOINT", raising=False)  # the configured host is the one used
+        with start_lab(tmp_path_factory.mktemp("kfp-lab"), args) as server:
+            yield server
 
 
 def _state(view, step: str | None = None):

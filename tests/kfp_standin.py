@@ -16,7 +16,9 @@ what ``kfp.Client`` actually sent: the compiled pipeline spec, the parameters, t
 A run does not execute anything. Each ``GET runs/{id}`` advances it one tick through the
 DAG of the submitted spec (``root.dag.tasks`` and their ``dependentTasks``): ready tasks go
 PENDING → RUNNING → SUCCEEDED, so a watcher sees task states change over polls, and
-independent tasks run at the same time as they would on a cluster. ``fail_task`` makes one
+independent tasks run at the same time as they would on a cluster. With
+``auto_advance=False`` polls do not advance runs: the test does, with :meth:`advance`, so it
+can assert what a watcher shows in each state. ``fail_task`` makes one
 task FAIL (the run fails, nothing after it starts). ``token`` makes every request without
 ``Authorization: Bearer <token>`` get 401. ``version`` is what healthz reports;
 ``v1_only=True`` poses as a KFP 1.x server that has no v2beta1 API.
@@ -39,7 +41,8 @@ _EPOCH = "1970-01-01T00:00:00Z"
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Milliseconds, as KFP's API writes them: a task that runs under a second has a duration.
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Recorded(dict):
@@ -149,6 +152,7 @@ class KfpStandIn:
         version: Version healthz reports.
         v1_only: Pose as KFP 1.x (no v2beta1 API at all).
         fail_task: Task (name in the spec) that fails when it runs.
+        auto_advance: Each ``GET runs/{id}`` advances the run one tick (else :meth:`advance`).
     """
 
     def __init__(
@@ -158,7 +162,9 @@ class KfpStandIn:
         version: str = "2.5.0",
         v1_only: bool = False,
         fail_task: str | None = None,
+        auto_advance: bool = True,
     ):
+        self.auto_advance = auto_advance
         self.token = token
         self.version = version
         self.v1_only = v1_only
@@ -242,6 +248,17 @@ class KfpStandIn:
         self.stop()
 
     # -- helpers for tests ---------------------------------------------------------------
+    def advance(self, run_id: str | None = None) -> dict[str, str]:
+        """Advance a run (default: the latest) one tick; returns its state and its tasks'."""
+        with self._lock:
+            run = self.runs[run_id] if run_id else list(self.runs.values())[-1]
+            run.tick()
+            return {"run": run.state, **{n: t["state"] for n, t in run.tasks.items()}}
+
+    def ui_url(self, run_id: str) -> str:
+        """The KFP UI page of a run of this stand-in (what a real cluster's UI would show)."""
+        return f"{self.url}/#/runs/details/{run_id}"
+
     def sent(self, method: str, path_prefix: str) -> list[Recorded]:
         """Recorded requests with this method whose path starts with ``path_prefix``."""
         return [
@@ -282,7 +299,8 @@ class KfpStandIn:
             run = self.runs.get(rest[len("runs/") :])
             if run is None:
                 return 404, {"error": "run not found", "code": 5}
-            run.tick()
+            if self.auto_advance:
+                run.tick()
             return 200, run.to_json()
         if rest == "recurringruns" and method == "POST":
             body = dict(req["body"] or {})

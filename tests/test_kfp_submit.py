@@ -162,6 +162,22 @@ def test_cancel_terminates_the_kfp_run(pipeline, store, cluster):
     assert len(cluster.sent("POST", "/apis/v2beta1/runs/")) == 1
 
 
+def test_a_cancelled_run_stays_cancelled_while_kfp_is_still_canceling(pipeline, store):
+    with KfpStandIn(auto_advance=False) as cluster:
+        runner = runner_for(cluster.url, store)
+        run = runner.submit(pipeline, NB)
+        cluster.advance()
+        cluster.advance()  # the first task runs
+        assert runner.refresh(run.id).state is RunState.running
+        # The server's DELETE cancels from another process; the watcher polls on.
+        KfpRunner(cluster.url, store=store, config=KfpConfig()).cancel(run.id)
+        assert cluster.runs[run.external_id].state == "CANCELING"  # its tasks still RUNNING
+        polled = runner.refresh(run.id)
+        assert polled.state is RunState.cancelled
+        assert {s.state for s in polled.steps} == {RunState.cancelled}
+        assert runner.watch(run.id).state is RunState.cancelled  # finished: it stops at once
+
+
 def test_cancel_requested_in_the_store_is_acted_on_by_the_watcher(pipeline, store, cluster):
     runner = runner_for(cluster.url, store)
     run = runner.submit(pipeline, NB)

@@ -94,6 +94,24 @@ def test_ids_prefixes_and_errors(tmp_path):
         store.update_step(runs[0].id, "nope", state="running")
 
 
+def test_if_unfinished_never_brings_a_finished_run_or_step_back(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    run = store.create_run(_pipeline("a", "b"), notebook="n.ipynb")
+    assert store.update_run(run.id, if_unfinished=True, state=RunState.running) is True
+    assert store.update_step(run.id, "a", if_unfinished=True, state=RunState.running) is True
+    store.update_step(run.id, "a", state=RunState.cancelled)
+    store.update_run(run.id, state=RunState.cancelled)
+    # A late "running" from another process is held back; a finished state still lands.
+    assert store.update_run(run.id, if_unfinished=True, state=RunState.running) is False
+    assert store.update_step(run.id, "a", if_unfinished=True, state=RunState.running) is False
+    assert store.update_step(run.id, "a", state=RunState.succeeded) is True
+    got = store.get_run(run.id)
+    assert got.state is RunState.cancelled
+    assert [s.state for s in got.steps] == [RunState.succeeded, RunState.queued]
+    with pytest.raises(KeyError):
+        store.update_step(run.id, "nope", if_unfinished=True, state=RunState.running)
+
+
 def test_default_location(tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTER_PIPELINE_STORE", str(tmp_path / "x" / "s.sqlite"))
     assert default_store_path() == tmp_path / "x" / "s.sqlite"

@@ -416,6 +416,10 @@ class KfpRunner:
         return self.store.get_run(run.id)
 
     def _record(self, run: Run, remote: Any) -> None:
+        # A cancel from another process (the server's DELETE) records the run and its steps
+        # cancelled at once, while KFP still reports the run CANCELING and its tasks RUNNING
+        # for a while: unfinished states are written only to what is still unfinished, in the
+        # same statement (if_unfinished), so a cancelled run never comes back to life.
         pipeline = self.store.get_pipeline(run.id)
         names = _task_names(pipeline) if pipeline else {}
         details = _field(remote, "run_details")
@@ -439,7 +443,10 @@ class KfpRunner:
             if state is RunState.running and fields["started"] is None:
                 fields["started"] = now
             self.store.update_step(
-                run.id, step, **{k: v for k, v in fields.items() if v is not None}
+                run.id,
+                step,
+                if_unfinished=not state.finished,
+                **{k: v for k, v in fields.items() if v is not None},
             )
         state = map_state(_field(remote, "state"))
         fields = {"state": state}
@@ -456,7 +463,7 @@ class KfpRunner:
             for step in self.store.get_run(run.id).steps:
                 if not step.state.finished:
                     self.store.update_step(run.id, step.step, state=leftover)
-        self.store.update_run(run.id, **fields)
+        self.store.update_run(run.id, if_unfinished=not state.finished, **fields)
 
     def watch(
         self,

@@ -224,22 +224,40 @@ class RunStore(EventLogMixin, CleanupMixin, SweepStoreMixin):
         d.mkdir(parents=True, exist_ok=True)
         return d
 
-    def update_run(self, run_id: str, **fields: Any) -> None:
+    def update_run(self, run_id: str, *, if_unfinished: bool = False, **fields: Any) -> bool:
         """Set fields of a run (any :class:`Run` field except ``id``/``steps``).
 
         Also accepts ``cancel_requested`` (bool).
+
+        Args:
+            if_unfinished: Only while the run is queued or running (checked in the same
+                statement): a process following a run elsewhere (the KFP watcher) cannot
+                bring back to life a run another process just cancelled.
+
+        Returns:
+            False if ``if_unfinished`` held it back, else True.
 
         Raises:
             KeyError: Unknown run.
             TypeError: Unknown field.
         """
-        self._update("runs", "id=?", (run_id,), fields, _RUN_FIELDS | _RUN_EXTRA, run_id)
+        return self._update(
+            "runs", "id=?", (run_id,), fields, _RUN_FIELDS | _RUN_EXTRA, run_id, if_unfinished
+        )
 
-    def update_step(self, run_id: str, step: str, **fields: Any) -> None:
+    def update_step(
+        self, run_id: str, step: str, *, if_unfinished: bool = False, **fields: Any
+    ) -> bool:
         """Set fields of one step of a run (any :class:`StepRun` field except ``step``).
 
         Also accepts ``metrics`` (dict), ``cache_key`` and ``kernel_pid`` (the step's kernel,
         killed if the runner is lost).
+
+        Args:
+            if_unfinished: Only while the step is queued or running (see :meth:`update_run`).
+
+        Returns:
+            False if ``if_unfinished`` held it back, else True.
 
         Raises:
             KeyError: Unknown run or step.
@@ -248,13 +266,14 @@ class RunStore(EventLogMixin, CleanupMixin, SweepStoreMixin):
         if "kernel_pid" in fields and "kernel_created" not in fields:
             pid = fields["kernel_pid"]
             fields["kernel_created"] = process_started(pid) if pid else None
-        self._update(
+        return self._update(
             "steps",
             "run_id=? AND step=?",
             (run_id, step),
             fields,
             _STEP_FIELDS | _STEP_EXTRA,
             f"{run_id}/{step}",
+            if_unfinished,
         )
 
     def _update(
@@ -265,31 +284,46 @@ class RunStore(EventLogMixin, CleanupMixin, SweepStoreMixin):
         fields: dict[str, Any],
         allowed: set[str],
         what: str,
-    ) -> None:
+        if_unfinished: bool = False,
+    ) -> bool:
         unknown = set(fields) - allowed
         if unknown:
             raise TypeError(f"unknown {table} field(s): {', '.join(sorted(unknown))}")
         if not fields:
-            return
+            return True
         cols, values = [], []
         for name, value in fields.items():
             cols.append(f"{name}=?")
             values.append(_to_sql(name, value))
+        sql = f"UPDATE {table} SET {', '.join(cols)} WHERE {where}"
+        params: tuple[Any, ...] = (*values, *key)
+        if if_unfinished:
+            sql += f" AND state NOT IN ({','.join('?' * len(_FINISHED))})"
+            params = (*params, *_FINISHED)
+
+        def missing(cur: sqlite3.Cursor) -> bool:
+            """Nothing updated: False if the guard held it back, else KeyError."""
+            if (
+                if_unfinished
+                and cur.execute(f"SELECT 1 FROM {table} WHERE {where}", key).fetchone()
+            ):
+                return False
+            raise KeyError(f"no such run or step: {what}")
+
         if not set(fields) - _QUIET_FIELDS:
             with self._lock:
-                cur = self._conn.execute(
-                    f"UPDATE {table} SET {', '.join(cols)} WHERE {where}", (*values, *key)
-                )
+                cur = self._conn.execute(sql, params)
                 if cur.rowcount == 0:
-                    raise KeyError(f"no such run or step: {what}")
-            return
+                    return missing(cur)
+            return True
         with self._transaction() as cur:
-            cur.execute(f"UPDATE {table} SET {', '.join(cols)} WHERE {where}", (*values, *key))
+            cur.execute(sql, params)
             if cur.rowcount == 0:
-                raise KeyError(f"no such run or step: {what}")
+                return missing(cur)
             row = cur.execute(f"SELECT state FROM {table} WHERE {where}", key).fetchone()
             step = key[1] if table == "steps" else None
             _log_event(cur, key[0], "step" if step else "run", step, row[0], time.time())
+        return True
 
     def request_cancel(self, run_id: str) -> None:
         """Flag a run for cancellation; its runner (in any process) polls the flag."""

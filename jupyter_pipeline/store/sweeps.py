@@ -77,7 +77,9 @@ class SweepStoreMixin:
     def _transaction(self) -> AbstractContextManager[sqlite3.Cursor]:  # pragma: no cover
         raise NotImplementedError
 
-    def update_run(self, run_id: str, **fields: Any) -> None:  # pragma: no cover
+    def update_run(
+        self, run_id: str, *, if_unfinished: bool = False, **fields: Any
+    ) -> bool:  # pragma: no cover
         raise NotImplementedError
 
     def get_metrics(self, run_id: str) -> dict[str, dict[str, Any]]:  # pragma: no cover

@@ -14,6 +14,7 @@ import {
   overprint,
   reduceAll,
   reduceRuns,
+  runTargets,
   runsFor,
   sameNotebook
 } from '../src/model/runs';
@@ -330,5 +331,28 @@ describe('LogTail', () => {
     expect(nextLogPoll('succeeded', false, false)).toBe(0);
     expect(nextLogPoll('failed', true, true)).toBe(0);
     expect(nextLogPoll('failed', false, true)).toBeNull();
+  });
+});
+
+describe('runTargets', () => {
+  it('offers kfp only when the server lists it and a host is configured', () => {
+    expect(runTargets({ targets: ['local', 'kfp'], kfp_host: 'http://kfp:8888' })).toEqual([
+      'local',
+      'kfp'
+    ]);
+    expect(runTargets({ targets: ['local', 'kfp'], kfp_host: null })).toEqual(['local']);
+    expect(runTargets({ targets: ['local'], kfp_host: 'http://kfp:8888' })).toEqual(['local']);
+    expect(runTargets(null)).toEqual(['local']);
+  });
+
+  it("takes the notebook's own KFP host into account", () => {
+    const meta = { jupyter_pipeline: { kfp: { host: 'http://cluster' } } };
+    expect(runTargets({ targets: ['local', 'kfp'], kfp_host: null }, meta)).toEqual([
+      'local',
+      'kfp'
+    ]);
+    expect(runTargets({ targets: ['local', 'kfp'] }, { jupyter_pipeline: { kfp: {} } })).toEqual([
+      'local'
+    ]);
   });
 });

@@ -161,8 +161,16 @@ def copy_example(lab: Lab, name: str, as_name: str | None = None) -> str:
     return target
 
 
-def write_notebook(lab: Lab, name: str, cells: list[tuple[str, str, list[str]]]) -> str:
-    """Write a notebook of ``(cell_type, source, tags)`` cells into the lab's root."""
+def write_notebook(
+    lab: Lab,
+    name: str,
+    cells: list[tuple[str, str, list[str]]],
+    metadata: dict[str, object] | None = None,
+) -> str:
+    """Write a notebook of ``(cell_type, source, tags)`` cells into the lab's root.
+
+    ``metadata`` replaces the notebook metadata (default: a ``python3`` kernelspec only).
+    """
     import nbformat
 
     nb = nbformat.v4.new_notebook()
@@ -171,6 +179,8 @@ def write_notebook(lab: Lab, name: str, cells: list[tuple[str, str, list[str]]])
         "display_name": "Python 3",
         "language": "python",
     }
+    if metadata is not None:
+        nb.metadata = nbformat.from_dict(metadata)
     for kind, source, tags in cells:
         new = nbformat.v4.new_code_cell if kind == "code" else nbformat.v4.new_markdown_cell
         cell = new(source)
@@ -193,3 +203,68 @@ def open_pipeline_panel(page: object) -> object:
     panel = page.locator(".jp-PipelinePanel")  # type: ignore[attr-defined]
     panel.wait_for()
     return panel
+
+
+# -- the Run section of the Pipeline sidebar --------------------------------------------------
+
+
+def run_section(page: object) -> object:
+    """The sidebar's Run section, scrolled into view."""
+    section = page.locator(".jp-PipelineRunSection")  # type: ignore[attr-defined]
+    section.scroll_into_view_if_needed()
+    return section
+
+
+def press_run(page: object, target: str | None = None) -> tuple[object, object, str]:
+    """Press Run (on ``target`` if given) and wait for the new run's view.
+
+    The notebook is unedited, so Run must start at once: JupyterLab's own metadata refresh
+    when the kernel starts (language_info) is no reason to ask to save. A save dialog fails
+    the test. Returns the section, the run view and the run's id.
+    """
+    from playwright.sync_api import expect
+
+    section = run_section(page)
+    if target is not None:
+        section.locator(".jp-PipelineRunTarget select").select_option(target)  # type: ignore[attr-defined]
+    button = section.locator(".jp-PipelineRunButton")  # type: ignore[attr-defined]
+    expect(button).to_be_enabled(timeout=60_000)  # the analysis must have answered
+    button.click()
+    view = section.locator(".jp-PipelineRunView")  # type: ignore[attr-defined]
+    page.locator(".jp-PipelineRunView, .jp-Dialog").first.wait_for(timeout=60_000)  # type: ignore[attr-defined]
+    expect(page.locator(".jp-Dialog")).to_have_count(0)  # type: ignore[attr-defined]
+    expect(view).to_be_visible(timeout=60_000)
+    return section, view, view.get_attribute("data-run")  # type: ignore[attr-defined]
+
+
+def step_row(view: object, step: str) -> object:
+    """The run view's table row of ``step``."""
+    return view.locator(f'.jp-PipelineRunSteps tr[data-step="{step}"]')  # type: ignore[attr-defined]
+
+
+def shot_run(page: object, view: object, name: str) -> Path:
+    """Screenshot with ``view`` at the top of the sidebar (it sits below the analysis)."""
+    view.evaluate("e => e.scrollIntoView({block: 'start'})")  # type: ignore[attr-defined]
+    return screenshot(page, name)
+
+
+def widen_right_sidebar(page: object, by: int) -> None:
+    """Drag the handle between the main area and the right sidebar ``by`` pixels to the left."""
+    handles = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle:not(.lm-mod-hidden)")  # type: ignore[attr-defined]
+    box = handles.last.bounding_box()
+    assert box, "no visible handle beside the right sidebar"
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)  # type: ignore[attr-defined]
+    page.mouse.down()  # type: ignore[attr-defined]
+    page.mouse.move(x - by, y, steps=5)  # type: ignore[attr-defined]
+    page.mouse.up()  # type: ignore[attr-defined]
+
+
+def text_lines(element: object) -> int:
+    """How many lines the text of ``element`` (a locator) is laid out on."""
+    return int(
+        element.evaluate(  # type: ignore[attr-defined]
+            """e => { const r = document.createRange(); r.selectNodeContents(e);
+                      return new Set([...r.getClientRects()].map(x => Math.round(x.top))).size; }"""
+        )
+    )

@@ -19,7 +19,12 @@ from labui import (
     copy_example,
     open_notebook,
     open_pipeline_panel,
+    press_run,
+    run_section,
     screenshot,
+    shot_run,
+    step_row,
+    text_lines,
     write_notebook,
 )
 from playwright.sync_api import expect
@@ -34,51 +39,18 @@ def _store(lab: Lab) -> RunStore:
     return RunStore(lab.root.parent / "store")
 
 
-def _run_section(page):
-    section = page.locator(".jp-PipelineRunSection")
-    section.scroll_into_view_if_needed()
-    return section
-
-
-def _press_run(page):
-    section = _run_section(page)
-    button = section.locator(".jp-PipelineRunButton")
-    expect(button).to_be_enabled(timeout=60_000)  # the analysis must have answered
-    button.click()
-    view = section.locator(".jp-PipelineRunView")
-    # JupyterLab marks a notebook changed once its kernel reports language_info: Run then
-    # asks to save first (a run never uses a stale file).
-    page.locator(".jp-PipelineRunView, .jp-Dialog").first.wait_for(timeout=60_000)
-    dialog = page.locator(".jp-Dialog")
-    if dialog.count():
-        expect(dialog).to_contain_text("Save before running?")
-        dialog.get_by_role("button", name="Save and Run").click()
-    expect(view).to_be_visible(timeout=60_000)
-    return section, view, view.get_attribute("data-run")
-
-
-def _shot(page, view, name: str) -> None:
-    """Screenshot with the run view at the top of the sidebar (it sits below the analysis)."""
-    view.evaluate("e => e.scrollIntoView({block: 'start'})")
-    screenshot(page, name)
-
-
-def _step_row(view, step: str):
-    return view.locator(f'.jp-PipelineRunSteps tr[data-step="{step}"]')
-
-
 def test_run_example_every_step_succeeds_and_values_load(lab: Lab, page) -> None:
     nb = copy_example(lab, "iris_classifier.ipynb")
     open_notebook(lab, page, nb)
     open_pipeline_panel(page)
-    _section, view, run_id = _press_run(page)
+    _section, view, run_id = press_run(page)
     steps = ["load-data", "split", "train", "evaluate", "pipeline-metrics"]
     expect(view.locator(".jp-PipelineRunSteps tbody tr")).to_have_count(len(steps))
     # While it runs, the open notebook's cells carry their step's state.
     expect(page.locator(".jp-Notebook .jp-Cell[data-pipeline-run-state]").first).to_be_visible()
-    _shot(page, view, "run-running")
+    shot_run(page, view, "run-running")
     for step in steps:
-        expect(_step_row(view, step).locator(".jp-PipelineRunState")).to_have_text(
+        expect(step_row(view, step).locator(".jp-PipelineRunState")).to_have_text(
             "succeeded", timeout=RUN_TIMEOUT_MS
         )
     expect(view.locator(".jp-PipelineRunView-header .jp-PipelineRunState")).to_have_text(
@@ -95,10 +67,15 @@ def test_run_example_every_step_succeeds_and_values_load(lab: Lab, page) -> None
     # The run started here ends with a notification that links back to the run.
     toast = page.locator(".Toastify__toast").filter(has_text=f"Run {run_id}")
     expect(toast).to_contain_text("succeeded")
-    _shot(page, view, "run-succeeded")
+    # The sidebar shows this run: the toast goes away soon instead of covering the table.
+    expect(toast).to_have_count(0, timeout=15_000)
+    # Step names stay on one line (no "load-" / "data").
+    names = view.locator(".jp-PipelineRunSteps td.jp-PipelineRunSteps-name").all()
+    assert [text_lines(n) for n in names] == [1] * len(steps)
+    shot_run(page, view, "run-succeeded")
 
     # Saved values of a step, with type and size; "Load into kernel" adds and runs a cell.
-    _step_row(view, "split").click()
+    step_row(view, "split").click()
     outputs = view.locator(".jp-PipelineOutputs")
     expect(outputs.locator('li[data-name="X_train"]')).to_contain_text("pandas.DataFrame")
     expect(outputs.locator('li[data-name="X_train"] .jp-PipelineOutputs-size')).to_contain_text(
@@ -146,8 +123,8 @@ def test_log_pane_follows_a_running_step(lab: Lab, page) -> None:
     )
     open_notebook(lab, page, nb)
     open_pipeline_panel(page)
-    _section, view, _run_id = _press_run(page)
-    row = _step_row(view, "train")
+    _section, view, _run_id = press_run(page)
+    row = step_row(view, "train")
     expect(row.locator(".jp-PipelineRunState")).to_have_text("running", timeout=RUN_TIMEOUT_MS)
     log = view.locator('.jp-PipelineLog[data-step="train"] .jp-PipelineLog-text')
     # A printed line shows while the step still runs.
@@ -157,7 +134,7 @@ def test_log_pane_follows_a_running_step(lab: Lab, page) -> None:
     first = duration.text_content()
     page.wait_for_timeout(1500)
     assert duration.text_content() != first  # the duration ticks while it runs
-    _shot(page, view, "run-log-following")
+    shot_run(page, view, "run-log-following")
     expect(row.locator(".jp-PipelineRunState")).to_have_text("succeeded", timeout=RUN_TIMEOUT_MS)
     # The whole log stays after the step finished.
     row.click()
@@ -179,17 +156,30 @@ def test_failed_second_step_and_go_to_cell(lab: Lab, page) -> None:
     )
     open_notebook(lab, page, nb)
     open_pipeline_panel(page)
-    _section, view, _run_id = _press_run(page)
-    expect(_step_row(view, "compute").locator(".jp-PipelineRunState")).to_have_text(
+    _section, view, run_id = press_run(page)
+    expect(step_row(view, "compute").locator(".jp-PipelineRunState")).to_have_text(
         "failed", timeout=RUN_TIMEOUT_MS
     )
-    expect(_step_row(view, "prepare").locator(".jp-PipelineRunState")).to_have_text("succeeded")
-    expect(_step_row(view, "report").locator(".jp-PipelineRunState")).to_have_text("skipped")
+    expect(step_row(view, "prepare").locator(".jp-PipelineRunState")).to_have_text("succeeded")
+    expect(step_row(view, "report").locator(".jp-PipelineRunState")).to_have_text("skipped")
     error = view.locator(".jp-PipelineRunError")
     expect(error).to_contain_text("ZeroDivisionError")
     # The failing step's log shows the traceback.
-    expect(view.locator('.jp-PipelineLog[data-step="compute"]')).to_be_visible()
-    _shot(page, view, "run-failed")
+    log = view.locator('.jp-PipelineLog[data-step="compute"] .jp-PipelineLog-text')
+    expect(log).to_contain_text("ZeroDivisionError")
+    # The finish notification pops up bottom right, over the sidebar; scrolled to its end, the
+    # sidebar's log pane ends above it (room below), and the toast closes soon since the
+    # sidebar already shows this run.
+    toast = page.locator(".Toastify__toast").filter(has_text=f"Run {run_id}")
+    expect(toast).to_contain_text("failed")
+    panel = page.locator(".jp-PipelinePanel")
+    panel.evaluate("e => { e.scrollTop = e.scrollHeight; }")
+    toast_box, log_box = toast.bounding_box(), log.bounding_box()
+    assert toast_box and log_box
+    assert log_box["y"] + log_box["height"] <= toast_box["y"], (log_box, toast_box)
+    screenshot(page, "run-failed-notification")
+    expect(toast).to_have_count(0, timeout=15_000)
+    shot_run(page, view, "run-failed")
     # Select another cell first, so the jump is real.
     page.locator(".jp-Notebook .jp-Cell").nth(1).click()
     error.locator(".jp-PipelineGoToCell").click()
@@ -210,7 +200,7 @@ def test_cancel_stops_a_long_step_and_leaves_no_process(lab: Lab, page) -> None:
     )
     open_notebook(lab, page, nb)
     open_pipeline_panel(page)
-    _section, view, run_id = _press_run(page)
+    _section, view, run_id = press_run(page)
     expect(view.locator('.jp-PipelineLog[data-step="long"]')).to_contain_text(
         "started", timeout=RUN_TIMEOUT_MS
     )
@@ -223,10 +213,10 @@ def test_cancel_stops_a_long_step_and_leaves_no_process(lab: Lab, page) -> None:
         expect(view.locator(".jp-PipelineRunView-header .jp-PipelineRunState")).to_have_text(
             "cancelled", timeout=60_000
         )
-        expect(_step_row(view, "long").locator(".jp-PipelineRunState")).to_have_text("cancelled")
-        expect(_step_row(view, "after").locator(".jp-PipelineRunState")).to_have_text("cancelled")
+        expect(step_row(view, "long").locator(".jp-PipelineRunState")).to_have_text("cancelled")
+        expect(step_row(view, "after").locator(".jp-PipelineRunState")).to_have_text("cancelled")
         expect(view.locator(".jp-PipelineCancel")).to_have_count(0)
-        _shot(page, view, "run-cancelled")
+        shot_run(page, view, "run-cancelled")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and (
             _alive(kernel) or (runner is not None and _alive(runner))
@@ -263,7 +253,7 @@ def test_a_run_started_from_a_terminal_appears_without_reload(lab: Lab, page) ->
     )
     open_notebook(lab, page, nb)
     open_pipeline_panel(page)
-    section = _run_section(page)
+    section = run_section(page)
     expect(section.locator(".jp-PipelineRunList")).to_be_attached()
     expect(section.locator(".jp-PipelineRunList li")).to_have_count(0)
     env = {**os.environ, "JUPYTER_PIPELINE_STORE": str(lab.root.parent / "store")}
@@ -280,4 +270,62 @@ def test_a_run_started_from_a_terminal_appears_without_reload(lab: Lab, page) ->
     expect(row).to_have_attribute("data-state", "succeeded", timeout=30_000)
     expect(row).to_contain_text("n=5")
     expect(row.locator(".jp-PipelineRunState")).to_have_text("succeeded")
-    _shot(page, section, "run-list-cli")
+    shot_run(page, section, "run-list-cli")
+
+
+def _kernel_metadata() -> dict[str, object]:
+    """Notebook metadata exactly as JupyterLab writes it once this environment's kernel runs."""
+    from ipykernel.ipkernel import IPythonKernel
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    return {
+        "kernelspec": {"name": "python3", "display_name": spec.display_name, "language": "python"},
+        "language_info": dict(IPythonKernel.language_info),
+    }
+
+
+def test_display_does_not_dirty_and_run_asks_to_save_only_after_an_edit(lab: Lab, page) -> None:
+    """The extension only displays: analysis, stripes and badges leave the model clean.
+
+    (JupyterLab itself marks a notebook changed when its kernel reports other metadata than the
+    file has; that case is Run without a dialog, in the tests above, via press_run.)
+    """
+    nb = write_notebook(
+        lab,
+        "clean.ipynb",
+        [
+            ("code", "n = 2", ["pipeline-parameters"]),
+            ("code", "data = list(range(n))", ["step:load-data"]),
+            ("code", "print(sum(data))", ["step:report"]),
+        ],
+        metadata=_kernel_metadata(),
+    )
+    open_notebook(lab, page, nb)
+    open_pipeline_panel(page)
+    section = run_section(page)
+    expect(section.locator(".jp-PipelineRunButton")).to_be_enabled(timeout=60_000)
+    cells = page.locator(".jp-Notebook .jp-Cell")
+    expect(cells.nth(1).locator(".jp-PipelineBadge")).to_contain_text("load-data")
+    # The kernel has started and reported its metadata (the same as the file's).
+    expect(page.locator(".jp-StatusBar-Widget").filter(has_text="Idle").first).to_be_visible()
+    page.wait_for_timeout(1000)
+    current_tab = page.locator("#jp-main-dock-panel .lm-TabBar-tab.jp-mod-current")
+    expect(current_tab).not_to_have_class(re.compile("jp-mod-dirty"))
+    # No KFP host is configured in this lab: the cluster is not offered.
+    options = section.locator(".jp-PipelineRunTarget select option")
+    assert options.evaluate_all("os => os.map(o => o.value)") == ["local"]
+
+    # A real edit: now Run asks to save first, and Cancel starts nothing.
+    cells.nth(2).locator(".cm-content").click()
+    page.keyboard.press("End")
+    page.keyboard.type("  # edited")
+    expect(current_tab).to_have_class(re.compile("jp-mod-dirty"))
+    section.locator(".jp-PipelineRunButton").click()
+    dialog = page.locator(".jp-Dialog")
+    expect(dialog).to_contain_text("Save before running?")
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_have_count(0)
+    expect(section.locator(".jp-PipelineRunView")).to_have_count(0)
+    expect(section.locator(".jp-PipelineRunList li")).to_have_count(0)
+    expect(current_tab).to_have_class(re.compile("jp-mod-dirty"))

@@ -80,7 +80,9 @@ export function RunList(props: RunListProps): JSX.Element {
               >
                 <span className="jp-PipelineRunRow-top">
                   <StateBadge state={r.state} trans={trans} />
-                  <code className="jp-PipelineRunRow-id">{r.id}</code>
+                  <code className="jp-PipelineRunRow-id" title={r.id}>
+                    {r.id}
+                  </code>
                   <span className="jp-PipelineRunRow-target">{r.backend ?? 'local'}</span>
                   <span className="jp-PipelineRunRow-start">{startLabel(r.created, now)}</span>
                   <span className="jp-PipelineRunRow-duration">
@@ -90,11 +92,18 @@ export function RunList(props: RunListProps): JSX.Element {
                 {(other || params) && (
                   <span className="jp-PipelineRunRow-detail">
                     {other && (
-                      <span className="jp-PipelineRunRow-notebook">
+                      <span
+                        className="jp-PipelineRunRow-notebook"
+                        title={r.path ?? r.notebook ?? ''}
+                      >
                         {r.path ?? r.notebook ?? ''}
                       </span>
                     )}
-                    {params && <code className="jp-PipelineRunRow-params">{params}</code>}
+                    {params && (
+                      <code className="jp-PipelineRunRow-params" title={params}>
+                        {params}
+                      </code>
+                    )}
                   </span>
                 )}
               </button>

@@ -134,6 +134,10 @@ export function RunView(props: RunViewProps): JSX.Element {
     f().finally(() => setBusy(null));
   };
   const colours = new Map(steps.map(s => [s.name, STATE_COLOURS[s.state]]));
+  // The attempts column only when a step was retried: the step names get its room.
+  const retried = steps.some(s => (s.attempts ?? 0) > 1);
+  // Logs and executed notebooks of a Kubeflow run stay in the cluster (pod logs, artifacts).
+  const kfp = run.backend === 'kfp';
   const params = Object.entries(run.parameters ?? {});
   return (
     <div className="jp-PipelineRunView" data-run={run.id} data-state={run.state}>
@@ -143,10 +147,13 @@ export function RunView(props: RunViewProps): JSX.Element {
           className="jp-PipelineRunView-back"
           onClick={props.onBack}
           title={trans.__('Back to the runs')}
+          aria-label={trans.__('Back to the runs')}
         >
-          ‹ {trans.__('Runs')}
+          ‹ <span className="jp-PipelineRunView-backLabel">{trans.__('Runs')}</span>
         </button>
-        <code className="jp-PipelineRunView-id">{run.id}</code>
+        <code className="jp-PipelineRunView-id" title={run.id}>
+          {run.id}
+        </code>
         <StateBadge state={run.state} trans={trans} />
         <span className="jp-PipelineRunView-duration">{formatDuration(durationOf(run, now))}</span>
       </div>
@@ -155,7 +162,11 @@ export function RunView(props: RunViewProps): JSX.Element {
           {run.backend === 'kfp' ? trans.__('Kubeflow Pipelines') : trans.__('this machine')}
         </span>
         <span>{trans.__('started %1', startLabel(run.created, now))}</span>
-        {run.path && <span className="jp-PipelineRunView-notebook">{run.path}</span>}
+        {run.path && (
+          <span className="jp-PipelineRunView-notebook" title={run.path}>
+            {run.path}
+          </span>
+        )}
       </div>
       {params.length > 0 && (
         <div className="jp-PipelineRunParams">
@@ -186,15 +197,19 @@ export function RunView(props: RunViewProps): JSX.Element {
         >
           {trans.__('Re-run')}
         </button>
-        <button
-          type="button"
-          className="jp-mod-styled jp-PipelineOpenMerged"
-          disabled={!run.has_merged_notebook && !steps.some(s => s.has_notebook)}
-          onClick={props.onOpenMerged}
-          title={trans.__('Open the notebook with every cell’s outputs from this run (read-only)')}
-        >
-          {trans.__('Open merged notebook')}
-        </button>
+        {!kfp && (
+          <button
+            type="button"
+            className="jp-mod-styled jp-PipelineOpenMerged"
+            disabled={!run.has_merged_notebook && !steps.some(s => s.has_notebook)}
+            onClick={props.onOpenMerged}
+            title={trans.__(
+              'Open the notebook with every cell’s outputs from this run (read-only)'
+            )}
+          >
+            {trans.__('Open merged notebook')}
+          </button>
+        )}
         {run.url && (
           <a
             className="jp-PipelineKfpLink"
@@ -236,10 +251,14 @@ export function RunView(props: RunViewProps): JSX.Element {
       <table className="jp-PipelineRunSteps">
         <thead>
           <tr>
-            <th>{trans.__('step')}</th>
-            <th>{trans.__('state')}</th>
-            <th>{trans.__('duration')}</th>
-            <th title={trans.__('attempts')}>#</th>
+            <th className="jp-PipelineRunSteps-name">{trans.__('step')}</th>
+            <th className="jp-PipelineRunSteps-state">{trans.__('state')}</th>
+            <th className="jp-PipelineRunSteps-duration">{trans.__('duration')}</th>
+            {retried && (
+              <th className="jp-PipelineRunSteps-attempts" title={trans.__('attempts')}>
+                #
+              </th>
+            )}
           </tr>
         </thead>
         <tbody>
@@ -258,16 +277,20 @@ export function RunView(props: RunViewProps): JSX.Element {
                 }
               }}
             >
-              <td className="jp-PipelineRunSteps-name">{s.name}</td>
+              <td className="jp-PipelineRunSteps-name" title={s.name}>
+                {s.name}
+              </td>
               <td>
                 <StateBadge state={s.state} trans={trans} />
               </td>
               <td className="jp-PipelineRunSteps-duration">
                 {s.state === 'cached' ? '' : formatDuration(durationOf(s, now))}
               </td>
-              <td className="jp-PipelineRunSteps-attempts">
-                {(s.attempts ?? 0) > 1 ? s.attempts : ''}
-              </td>
+              {retried && (
+                <td className="jp-PipelineRunSteps-attempts">
+                  {(s.attempts ?? 0) > 1 ? s.attempts : ''}
+                </td>
+              )}
             </tr>
           ))}
         </tbody>
@@ -275,15 +298,17 @@ export function RunView(props: RunViewProps): JSX.Element {
       {step && (
         <div className="jp-PipelineStepDetail" data-step={step.name}>
           <div className="jp-PipelineStepDetail-actions">
-            <button
-              type="button"
-              className="jp-mod-styled jp-PipelineOpenStep"
-              disabled={!step.has_notebook}
-              onClick={() => props.onOpenStepNotebook(step.name)}
-              title={trans.__('Open the executed notebook of step %1 (read-only)', step.name)}
-            >
-              {trans.__('Open executed notebook')}
-            </button>
+            {!kfp && (
+              <button
+                type="button"
+                className="jp-mod-styled jp-PipelineOpenStep"
+                disabled={!step.has_notebook}
+                onClick={() => props.onOpenStepNotebook(step.name)}
+                title={trans.__('Open the executed notebook of step %1 (read-only)', step.name)}
+              >
+                {trans.__('Open executed notebook')}
+              </button>
+            )}
             {step.state === 'failed' &&
               step.error_cell !== null &&
               step.error_cell !== undefined && (
@@ -303,7 +328,24 @@ export function RunView(props: RunViewProps): JSX.Element {
             onLoad={() => props.onLoadIntoKernel(step.name)}
             loadDisabledReason={props.loadDisabledReason}
           />
-          {step.state !== 'queued' && step.state !== 'skipped' && step.state !== 'cached' ? (
+          {kfp ? (
+            <p className="jp-PipelineEmpty jp-PipelineKfpLogs">
+              {trans.__(
+                'Step %1 runs in a pod of the cluster: its log and executed notebook are in the Kubeflow UI.',
+                step.name
+              )}{' '}
+              {run.url && (
+                <a
+                  className="jp-PipelineKfpLink"
+                  href={run.url}
+                  target="_blank"
+                  rel="noopener noreferrer"
+                >
+                  {trans.__('Open in Kubeflow')} ↗
+                </a>
+              )}
+            </p>
+          ) : step.state !== 'queued' && step.state !== 'skipped' && step.state !== 'cached' ? (
             <LogPane
               key={`${run.id}/${step.name}`}
               runId={run.id}

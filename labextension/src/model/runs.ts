@@ -470,3 +470,20 @@ export function nextLogPoll(
   }
   return null;
 }
+
+/**
+ * The targets the Run bar offers: `local` always; `kfp` when the server can submit to KFP (it
+ * lists the target: kfp is installed there) and a host is configured — the server's (`GET
+ * info`'s `kfp_host`) or the notebook's own `jupyter_pipeline.kfp.host` metadata, which the
+ * server's KFP config reads too. Without a host a KFP run could only fail.
+ */
+export function runTargets(
+  info: { targets?: string[]; kfp_host?: string | null } | null | undefined,
+  notebookMetadata?: Record<string, unknown> | null
+): string[] {
+  const listed = info?.targets?.length ? info.targets : ['local'];
+  const own = (notebookMetadata?.jupyter_pipeline as { kfp?: { host?: unknown } } | undefined)?.kfp
+    ?.host;
+  const host = Boolean(info?.kfp_host) || (typeof own === 'string' && own.length > 0);
+  return listed.filter(t => t !== 'kfp' || host);
+}

@@ -13,7 +13,8 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { ITranslator, nullTranslator } from '@jupyterlab/translation';
 import { ApiError } from '../api/request';
 import { RunOptions } from '../components/RunControls';
-import { RunInfo, isFinished } from '../model/runs';
+import { RunInfo, isFinished, runTargets } from '../model/runs';
+import { NotebookLike, sameForRun } from '../model/unsaved';
 import { IPipelineTracker } from '../tokens';
 import { RunRequest, RunsClient } from './runClient';
 import { markCells } from './runCells';
@@ -34,6 +35,9 @@ interface RunSettings {
   saveBeforeRun: 'ask' | 'always';
   notifyRunFinished: boolean;
 }
+
+/** How long a run's finish notification stays when the sidebar shows that run. */
+const WATCHING_TOAST_MS = 4000;
 
 /** The Python a "Load into kernel" cell runs. */
 export function loadOutputsCode(runId: string, step: string): string {
@@ -126,9 +130,32 @@ export const runsPlugin: JupyterFrontEndPlugin<void> = {
       notebook.node.focus();
     };
 
-    /** Unsaved changes: save first (asking unless the setting says always); false: do not run. */
+    /** The file as saved, or null when it cannot be read (then unsaved changes count). */
+    const savedContent = async (panel: NotebookPanel): Promise<NotebookLike | null> => {
+      try {
+        const file = await app.serviceManager.contents.get(panel.context.path, {
+          type: 'notebook',
+          content: true
+        });
+        return (file.content as NotebookLike) ?? null;
+      } catch {
+        return null;
+      }
+    };
+
+    /**
+     * Unsaved changes: save first (asking unless the setting says always); false: do not run.
+     * Only changes a run would see count: JupyterLab marks a notebook changed when its kernel
+     * starts (language_info, the kernelspec's display name) and when cells run (outputs); the
+     * saved file runs the same pipeline then, so Run does not ask (see model/unsaved.ts).
+     */
     const saved = async (panel: NotebookPanel): Promise<boolean> => {
-      if (!panel.context.model.dirty) {
+      const model = panel.context.model;
+      if (!model.dirty) {
+        return true;
+      }
+      const onDisk = await savedContent(panel);
+      if (onDisk && sameForRun(model.toJSON() as NotebookLike, onDisk)) {
         return true;
       }
       if (settings.saveBeforeRun !== 'always') {
@@ -325,8 +352,13 @@ export const runsPlugin: JupyterFrontEndPlugin<void> = {
           : trans.__('Run %1 of %2 %3', run.id, name, run.state);
       const type =
         run.state === 'succeeded' ? 'success' : run.state === 'failed' ? 'error' : 'warning';
+      // Toasts sit at the bottom right, over the sidebar's log pane. When the sidebar shows
+      // this very run the toast only confirms what is on screen: it goes away soon, also for
+      // a failure, whose traceback is what the user reads next. Otherwise a failure stays
+      // until dismissed (and in the notification centre) so it is not missed.
+      const watching = section.selected === run.id && section.isVisible;
       Notification.emit(message, type, {
-        autoClose: run.state === 'succeeded' ? 8000 : false,
+        autoClose: watching ? WATCHING_TOAST_MS : run.state === 'succeeded' ? 8000 : false,
         actions: [
           {
             label: trans.__('Show run'),
@@ -353,10 +385,11 @@ export const runsPlugin: JupyterFrontEndPlugin<void> = {
         if (!(await saved(panel))) {
           return;
         }
+        const targets = runTargets(pipelines.info, panel.model?.metadata ?? null);
         const run = await start({
           path: panel.context.path,
           parameters: pipeline?.parameterValues ?? {},
-          target: options.target,
+          target: targets.includes(options.target) ? options.target : targets[0],
           split: pipeline?.split ?? 'tags'
         });
         section.showRun(run.id);

@@ -11,7 +11,7 @@ import * as React from 'react';
 import { RunControls, RunOptions } from '../components/RunControls';
 import { RunList } from '../components/RunList';
 import { RunView } from '../components/RunView';
-import { RunInfo, isFinished, runsFor } from '../model/runs';
+import { RunInfo, isFinished, runTargets, runsFor } from '../model/runs';
 import { IPipelineTracker } from '../tokens';
 import { RunsClient } from './runClient';
 
@@ -91,10 +91,8 @@ export class RunSection extends ReactWidget {
     } else if (this._starting) {
       disabled = trans.__('Starting…');
     }
-    const targets = info?.targets?.length ? info.targets : ['local'];
-    const options = targets.includes(this._options.target)
-      ? this._options
-      : { ...this._options, target: targets[0] };
+    const options = this._effectiveOptions();
+    const targets = runTargets(info, panel?.model?.metadata ?? null);
     const graph =
       run && analysis && path !== null && run.path === path
         ? { steps: analysis.steps, edges: analysis.edges }
@@ -174,6 +172,17 @@ export class RunSection extends ReactWidget {
     );
   }
 
+  /** The chosen options, with a target the open notebook can use (what the bar shows). */
+  private _effectiveOptions(): RunOptions {
+    const targets = runTargets(
+      this._tracker.info,
+      this._tracker.currentPanel?.model?.metadata ?? null
+    );
+    return targets.includes(this._options.target)
+      ? this._options
+      : { ...this._options, target: targets[0] };
+  }
+
   private async _run(): Promise<void> {
     const panel = this._tracker.currentPanel;
     if (!panel || this._starting) {
@@ -183,7 +192,7 @@ export class RunSection extends ReactWidget {
     this._error = null;
     this.update();
     try {
-      const run = await this._actions.run(panel, this._options);
+      const run = await this._actions.run(panel, this._effectiveOptions());
       if (run) {
         this.showRun(run.id);
       }

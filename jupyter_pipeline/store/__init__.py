@@ -37,6 +37,7 @@ from jupyter_pipeline.store.events import (
 )
 from jupyter_pipeline.store.processes import kill_process_tree, process_alive, process_started
 from jupyter_pipeline.store.schema import (
+    _FINISHED,
     _RUN_EXTRA,
     _RUN_FIELDS,
     _SCHEMA,

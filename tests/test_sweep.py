@@ -287,7 +287,9 @@ def test_a_failing_shared_step_is_computed_once_and_fails_every_trial(tmp_path, 
     loads = [
         next(s for s in store.get_run(t.run_id).steps if s.step == "load") for t in sweep.trials
     ]
-    assert all(s.state is RunState.failed and s.error_cell == 1 for s in loads)
+    assert all(s.state is RunState.failed and s.error_cell == 1 for s in loads), [
+        (s.state, s.error_cell, s.error) for s in loads
+    ]
     owner = next(
         t.run_id for t, s in zip(sweep.trials, loads, strict=True) if "same inputs" not in s.error
     )

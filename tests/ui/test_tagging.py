@@ -172,10 +172,6 @@ def test_a_tag_edit_is_analyzed_at_once_typing_waits_for_the_delay(lab: Lab, pag
         panel = open_pipeline_panel(page)
         steps = panel.locator(".jp-PipelineStep")
         expect(steps).to_have_count(2)
-        # The kernel's start writes its language_info into the notebook's metadata, an edit
-        # that is analyzed too: let it pass first.
-        expect(page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')).to_be_visible()
-        expect(panel.locator(".jp-PipelineView")).to_have_attribute("data-state", "ready")
         sent: list[float] = []
 
         def on_request(request) -> None:
@@ -186,6 +182,16 @@ def test_a_tag_edit_is_analyzed_at_once_typing_waits_for_the_delay(lab: Lab, pag
 
         def sent_since(t: float) -> int:
             return len([s for s in sent if s >= t])
+
+        # The kernel's start writes its language_info into the notebook's metadata, an edit
+        # that is analyzed too: let it pass (no request for 1.5 s) first.
+        expect(page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')).to_be_visible()
+        for _ in range(20):
+            quiet = time.monotonic()
+            page.wait_for_timeout(1_500)
+            if sent_since(quiet) == 0:
+                break
+        expect(panel.locator(".jp-PipelineView")).to_have_attribute("data-state", "ready")
 
         # A tag edit through the role editor: analyzed at once, with one request (the editor's
         # own refresh adds none to the document change's).

@@ -3,10 +3,10 @@
  * variables they carry, the analysis' reason on hover; clicking a step selects its first cell.
  */
 import { TranslationBundle } from '@jupyterlab/translation';
-import ELK from 'elkjs/lib/elk.bundled.js';
 import * as React from 'react';
 import { Edge, Step } from '../api/shapes';
 import { mark } from '../model/marks';
+import { getElk } from './elk';
 import {
   LaidOutGraph,
   LayoutCache,
@@ -17,7 +17,6 @@ import {
   mergeEdges
 } from '../model/layout';
 
-const elk = new ELK();
 const cache = new LayoutCache();
 
 /** Text measurers in the graph's fonts: step names (UI font) and edge labels (code font). */
@@ -95,22 +94,28 @@ export function Graph(props: GraphProps): JSX.Element {
     return g;
   }, [input]);
   const [laid, setLaid] = React.useState<LaidOutGraph | null>(null);
-  React.useEffect(() => {
+  // A layout effect: the worker starts laying out before the page paints this render, not
+  // after (a frame of a large notebook page can take 100 ms on a loaded machine).
+  React.useLayoutEffect(() => {
     if (cached) {
       return;
     }
     let live = true;
     const m = getMeasures();
     mark('layout:start');
-    layoutGraph(elk, input.nodes, input.edges, m.node, { measureLabel: m.label, cache }).then(
-      g => {
-        mark('layout:end');
-        if (live) {
-          setLaid(g);
-        }
-      },
-      err => console.warn('jupyter-pipeline: graph layout failed', err)
-    );
+    getElk()
+      .then(elk =>
+        layoutGraph(elk, input.nodes, input.edges, m.node, { measureLabel: m.label, cache })
+      )
+      .then(
+        g => {
+          mark('layout:end');
+          if (live) {
+            setLaid(g);
+          }
+        },
+        err => console.warn('jupyter-pipeline: graph layout failed', err)
+      );
     return () => {
       live = false;
     };

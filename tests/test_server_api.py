@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -118,6 +119,22 @@ async def test_analyze_a_path_and_unsaved_content(jp_fetch, jp_root_dir):
     assert out["pipeline"]["steps"][1]["outputs"] == []
     assert "c = a * 2" in json.dumps(unsaved)
     assert sorted(os.listdir(jp_root_dir)) == before
+
+
+async def test_analyze_answer_carries_server_timing(jp_fetch, jp_root_dir):
+    # The page's Resource Timing reads these (bench/ui_tagging.py): the server's share of a
+    # request, split into parsing the body, waiting for a worker thread, the work and encoding.
+    nbformat.write(_nb(), str(jp_root_dir / "timed.ipynb"))
+    resp = await jp_fetch(
+        "jupyter-pipeline", "analyze", method="POST", body=json.dumps({"path": "timed.ipynb"})
+    )
+    assert resp.code == 200
+    entries = dict(
+        (name, float(dur))
+        for name, dur in re.findall(r"([\w-]+);dur=([\d.]+)", resp.headers["Server-Timing"])
+    )
+    assert list(entries) == ["parse", "queue", "work", "encode"]
+    assert entries["work"] > 0
 
 
 async def test_analyze_with_error_diagnostics_is_200_and_headings_split(jp_fetch, jp_root_dir):

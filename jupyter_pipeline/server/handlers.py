@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from typing import Any, TypeVar
 
 from jupyter_server.auth.decorator import authorized
@@ -40,6 +41,10 @@ class BaseHandler(APIHandler):
 
     auth_resource = AUTH_RESOURCE
 
+    def initialize(self) -> None:
+        super().initialize()
+        self._timings: list[str] = []
+
     @property
     def state(self) -> Any:
         """The extension's state (:class:`~jupyter_pipeline.server.app.ServerState`)."""
@@ -49,19 +54,41 @@ class BaseHandler(APIHandler):
     def service(self) -> Any:
         return self.state.service
 
+    def timing(self, name: str, since: float) -> float:
+        """Record ``name`` as lasting from ``since`` (``perf_counter``) until now; return now.
+
+        The answer carries them as a ``Server-Timing`` header: the browser shows them in its
+        network panel and in Resource Timing, where bench/ui_tagging.py reads them to tell the
+        server's share of a request from the page's.
+        """
+        now = time.perf_counter()
+        self._timings.append(f"{name};dur={(now - since) * 1000:.1f}")
+        return now
+
     async def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a (blocking) service call in the extension's worker threads."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.state.executor, lambda: fn(*args, **kwargs))
+        submitted = time.perf_counter()
+        started: list[float] = []
+
+        def work() -> Any:
+            started.append(time.perf_counter())
+            return fn(*args, **kwargs)
+
+        result = await loop.run_in_executor(self.state.executor, work)
+        self._timings.append(f"queue;dur={(started[0] - submitted) * 1000:.1f}")
+        self.timing("work", started[0])
+        return result
 
     def body(self, model: type[M]) -> M:
         """The request body validated as ``model`` (400 with pydantic's errors if not)."""
+        since = time.perf_counter()
         try:
             data = json.loads(self.request.body or b"{}")
         except ValueError as exc:
             raise ApiError(400, "bad-request", f"the body is not JSON: {exc}") from None
         try:
-            return model.model_validate(data)
+            parsed = model.model_validate(data)
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_context=False, include_input=False)
             first = errors[0]
@@ -69,15 +96,18 @@ class BaseHandler(APIHandler):
             raise ApiError(
                 400, "bad-request", f"{where}: {first['msg']}", {"errors": errors}
             ) from None
+        self.timing("parse", since)
+        return parsed
 
     def send(self, model: BaseModel | list[Any] | dict[str, Any], status: int = 200) -> None:
         """Write a model (or plain JSON) as the answer."""
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
-        if isinstance(model, BaseModel):
-            self.finish(model.model_dump_json())
-        else:
-            self.finish(json.dumps(model))
+        since = time.perf_counter()
+        text = model.model_dump_json() if isinstance(model, BaseModel) else json.dumps(model)
+        self.timing("encode", since)
+        self.set_header("Server-Timing", ", ".join(self._timings))
+        self.finish(text)
 
     def _handle_request_exception(self, e: BaseException) -> None:
         # Bad input from the core (a notebook with errors, a wrong parameter…) is the

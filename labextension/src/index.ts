@@ -177,7 +177,7 @@ const plugin: JupyterFrontEndPlugin<IPipelineTracker> = {
         return;
       }
       tagAsNewStep(model, cells, answer.value);
-      void pipelines.get(panel)?.analyze();
+      pipelines.get(panel)?.refresh();
     };
 
     const sidebar = new PipelineSidebar(trans, {
@@ -196,8 +196,9 @@ const plugin: JupyterFrontEndPlugin<IPipelineTracker> = {
       }
       void editCellRole(panel.model, index, trans).then(changed => {
         if (changed) {
-          // An explicit tag edit refreshes the sidebar at once (typing waits for a pause).
-          void pipelines.get(panel)?.analyze();
+          // A tag edit is analyzed at once (typing waits for a pause); with analyzing while
+          // editing on, the edit itself has already asked for it and this adds nothing.
+          pipelines.get(panel)?.refresh();
         }
         panel.content.activeCellIndex = index;
         panel.content.mode = 'command';
@@ -265,7 +266,7 @@ const plugin: JupyterFrontEndPlugin<IPipelineTracker> = {
         const panel = current();
         if (panel?.model) {
           clearTags(panel.model, selectedCodeCells(panel));
-          void pipelines.get(panel)?.analyze();
+          pipelines.get(panel)?.refresh();
         }
       }
     });

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
 
 from labui import Lab, open_notebook, open_pipeline_panel, screenshot, write_notebook
 from playwright.sync_api import Page, expect
@@ -147,3 +149,76 @@ def test_tag_selected_cells_as_a_new_step_from_the_toolbar(lab: Lab, page: Page)
     page.locator(".jp-Dialog input").fill("later")
     page.get_by_role("button", name="Ok", exact=True).click()
     assert _save_and_read_tags(lab, page, nb) == [["step:first"], ["step:later"], []]
+
+
+def _set_pipeline_settings(lab: Lab, values: dict) -> None:
+    """The extension's settings through the settings REST API (read on the next page load)."""
+    lab.api("lab/api/settings/jupyter-pipeline:plugin", "PUT", {"raw": json.dumps(values)})
+
+
+def test_a_tag_edit_is_analyzed_at_once_typing_waits_for_the_delay(lab: Lab, page: Page) -> None:
+    # A delay long enough that an analysis in the next seconds can only be an immediate one.
+    _set_pipeline_settings(lab, {"analyzeDelay": 10_000})
+    try:
+        nb = write_notebook(
+            lab,
+            "at-once.ipynb",
+            [
+                ("code", "a = 1", ["step:first"]),
+                ("code", "b = a * 2", ["step:second"]),
+            ],
+        )
+        open_notebook(lab, page, nb)
+        panel = open_pipeline_panel(page)
+        steps = panel.locator(".jp-PipelineStep")
+        expect(steps).to_have_count(2)
+        sent: list[float] = []
+
+        def on_request(request) -> None:
+            if "/jupyter-pipeline/analyze" in request.url:
+                sent.append(time.monotonic())
+
+        page.on("request", on_request)
+
+        def sent_since(t: float) -> int:
+            return len([s for s in sent if s >= t])
+
+        # The kernel's start writes its language_info into the notebook's metadata, an edit
+        # that is analyzed too: let it pass (no request for 1.5 s) first.
+        expect(page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')).to_be_visible()
+        for _ in range(20):
+            quiet = time.monotonic()
+            page.wait_for_timeout(1_500)
+            if sent_since(quiet) == 0:
+                break
+        expect(panel.locator(".jp-PipelineView")).to_have_attribute("data-state", "ready")
+
+        # A tag edit through the role editor: analyzed at once, with one request (the editor's
+        # own refresh adds none to the document change's).
+        _badge(page, 1).click()
+        dialog = page.locator(".jp-Dialog")
+        dialog.get_by_role("radio", name=re.compile("^Skip")).check()
+        applied = time.monotonic()
+        dialog.get_by_role("button", name="Apply").click()
+        expect(steps).to_have_count(1, timeout=8_000)
+        assert sent_since(applied) == 1
+
+        # Undo is a tag edit the extension does not make itself: the document change alone
+        # brings the analysis at once, not after the 10 s delay.
+        page.keyboard.press("Escape")
+        pressed = time.monotonic()
+        page.keyboard.press("z")
+        expect(_badge(page, 1)).to_have_attribute("data-kind", "step")
+        expect(steps).to_have_count(2, timeout=8_000)
+        assert sent_since(pressed) == 1
+
+        # Typing in a source waits for the pause: no request while the delay runs.
+        page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".cm-content").click()
+        page.keyboard.press("End")
+        typed = time.monotonic()
+        page.keyboard.type(" + 1")
+        page.wait_for_timeout(2_000)
+        expect(page.locator(".jp-Notebook .jp-Cell").nth(1)).to_contain_text("b = a * 2 + 1")
+        assert sent_since(typed) == 0
+    finally:
+        _set_pipeline_settings(lab, {})

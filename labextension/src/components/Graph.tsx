@@ -3,26 +3,63 @@
  * variables they carry, the analysis' reason on hover; clicking a step selects its first cell.
  */
 import { TranslationBundle } from '@jupyterlab/translation';
-import ELK from 'elkjs/lib/elk.bundled.js';
 import * as React from 'react';
 import { Edge, Step } from '../api/shapes';
-import { LaidOutGraph, Measure, approxMeasure, layoutGraph, mergeEdges } from '../model/layout';
+import { mark } from '../model/marks';
+import { getElk } from './elk';
+import {
+  LaidOutGraph,
+  LayoutCache,
+  Measure,
+  approxMeasure,
+  cachedLayout,
+  layoutGraph,
+  mergeEdges
+} from '../model/layout';
 
-const elk = new ELK();
+const cache = new LayoutCache();
+
+/** Text measurers in the graph's fonts: step names (UI font) and edge labels (code font). */
+interface Measures {
+  node: Measure;
+  label: Measure;
+}
+
+let measures: Measures | null = null;
 
 /**
- * A text measurer in the graph's font, on a canvas. The font is read once per layout: reading
- * computed style for every label forces a style pass over a large notebook's DOM each time.
+ * Canvas measurers, made once: reading the fonts' computed style forces a style pass over a
+ * large notebook's DOM, which a layout should not pay each time.
  */
-function makeMeasure(): Measure {
+function getMeasures(): Measures {
+  if (measures) {
+    return measures;
+  }
   const ctx = document.createElement('canvas').getContext('2d');
   if (!ctx) {
-    return approxMeasure;
+    return { node: approxMeasure, label: approxMeasure };
   }
-  const family =
-    getComputedStyle(document.body).getPropertyValue('--jp-ui-font-family') || 'sans-serif';
-  ctx.font = `12px ${family}`;
-  return text => Math.ceil(ctx.measureText(text).width);
+  const style = getComputedStyle(document.body);
+  const ui = style.getPropertyValue('--jp-ui-font-family') || 'sans-serif';
+  const code = style.getPropertyValue('--jp-code-font-family') || 'monospace';
+  const measurer = (font: string): Measure => {
+    const widths = new Map<string, number>();
+    return text => {
+      let w = widths.get(text);
+      if (w === undefined) {
+        if (widths.size > 2000) {
+          widths.clear(); // names typed one letter at a time
+        }
+        ctx.font = font;
+        w = Math.ceil(ctx.measureText(text).width);
+        widths.set(text, w);
+      }
+      return w;
+    };
+  };
+  // The fonts and sizes of base.css: `.jp-PipelineGraph svg` and its edge labels.
+  measures = { node: measurer(`12px ${ui}`), label: measurer(`11px ${code}`) };
+  return measures;
 }
 
 export interface GraphProps {
@@ -35,27 +72,61 @@ export interface GraphProps {
 
 export function Graph(props: GraphProps): JSX.Element {
   const { steps, edges, colours, trans } = props;
-  const [graph, setGraph] = React.useState<LaidOutGraph | null>(null);
   // Lay out again only when the graph's shape changes, not on every analysis.
   const key = JSON.stringify([
     steps.map(s => [s.name, s.display_name]),
     edges.map(e => [e.source, e.target, e.kind, e.variables, e.reason])
   ]);
-  React.useEffect(() => {
+  const input = React.useMemo(
+    () => ({
+      nodes: steps.map(s => ({ id: s.name, label: s.display_name })),
+      edges: mergeEdges(edges)
+    }),
+    [key]
+  );
+  // A graph of a shape laid out before (a rename, a new reason) is drawn in this render.
+  const cached = React.useMemo(() => {
+    const m = getMeasures();
+    const g = cachedLayout(cache, input.nodes, input.edges, m.node, m.label);
+    if (g) {
+      mark('layout:cached');
+    }
+    return g;
+  }, [input]);
+  const [laid, setLaid] = React.useState<LaidOutGraph | null>(null);
+  // A layout effect: the worker starts laying out before the page paints this render, not
+  // after (a frame of a large notebook page can take 100 ms on a loaded machine).
+  React.useLayoutEffect(() => {
+    if (cached) {
+      return;
+    }
     let live = true;
-    layoutGraph(
-      elk,
-      steps.map(s => ({ id: s.name, label: s.display_name })),
-      mergeEdges(edges),
-      makeMeasure()
-    ).then(
-      g => live && setGraph(g),
-      err => console.warn('jupyter-pipeline: graph layout failed', err)
-    );
+    const m = getMeasures();
+    mark('layout:start');
+    getElk()
+      .then(elk =>
+        layoutGraph(elk, input.nodes, input.edges, m.node, { measureLabel: m.label, cache })
+      )
+      .then(
+        g => {
+          mark('layout:end');
+          if (live) {
+            setLaid(g);
+          }
+        },
+        err => console.warn('jupyter-pipeline: graph layout failed', err)
+      );
     return () => {
       live = false;
     };
-  }, [key]);
+  }, [input]);
+  // While a new shape is laid out, the previous picture stays.
+  const graph = cached ?? laid;
+  React.useLayoutEffect(() => {
+    if (graph) {
+      mark('graph:committed');
+    }
+  }, [graph]);
   if (!graph) {
     return <div className="jp-PipelineGraph jp-mod-empty">{trans.__('Laying out…')}</div>;
   }

@@ -1,8 +1,11 @@
 /**
  * What the server's analysis says about one open notebook, kept fresh as the notebook is edited.
  *
- * Every change to the notebook's shared document (source, tags, cells added or moved) schedules
- * a `POST analyze` with the editor's live content after a quiet delay; nothing is saved to do it.
+ * Every change to the notebook's shared document leads to a `POST analyze` with the editor's
+ * live content; nothing is saved to do it. Typing in a source (and running cells) waits for a
+ * quiet delay; a discrete edit (tags and other metadata, cells added, moved or deleted, their
+ * undo and redo) is analyzed at once: there is no burst to wait out, and the sidebar should
+ * show its effect as soon as the server answers.
  * Answers to requests overtaken by a newer edit are dropped, so the view never goes back in time.
  * The browser adds no pipeline logic: it shows what analyze says.
  */
@@ -10,7 +13,9 @@ import { INotebookModel } from '@jupyterlab/notebook';
 import { ISignal, Signal } from '@lumino/signaling';
 import { ApiError, requestAPI } from '../api/request';
 import { AnalyzeResponse, Parameter, SplitMode } from '../api/shapes';
+import { EditKind, editKind } from './changes';
 import { assignColours } from './colours';
+import { mark } from './marks';
 
 export type AnalysisState = 'idle' | 'analyzing' | 'ready' | 'error';
 
@@ -41,10 +46,17 @@ export class NotebookPipeline {
     private _options: PipelineOptions
   ) {
     const ydoc = (model.sharedModel as any).ydoc;
-    this._onUpdate = () => this.schedule();
-    // One listener catches every change of the document, tags included.
-    ydoc?.on('update', this._onUpdate);
+    const cells = ydoc?.getArray('cells');
+    // One listener sees every change of the document (local, undo/redo, or a collaborator's).
+    this._onTransaction = (transaction: { changed: Map<unknown, Set<string | null>> }) =>
+      this._edited(editKind(transaction.changed, cells));
+    ydoc?.on('afterTransaction', this._onTransaction);
     this._ydoc = ydoc;
+  }
+
+  /** The kind of the last edit of the notebook's document (tests and benches read it). */
+  get lastEdit(): EditKind {
+    return this._lastEdit;
   }
 
   /** Emitted whenever the state, the analysis or the parameter values change. */
@@ -73,6 +85,7 @@ export class NotebookPipeline {
   set split(value: SplitMode) {
     if (value !== this._split) {
       this._split = value;
+      this._version++;
       void this.analyze();
     }
   }
@@ -106,6 +119,7 @@ export class NotebookPipeline {
     } else {
       this._values[param.name] = value;
     }
+    this._version++;
     this._changed.emit();
     this.schedule();
   }
@@ -120,6 +134,7 @@ export class NotebookPipeline {
     if (this._disposed || !this._options.auto()) {
       return;
     }
+    mark('analyze:scheduled');
     this._generation++;
     if (this._timer !== null) {
       clearTimeout(this._timer);
@@ -128,6 +143,25 @@ export class NotebookPipeline {
       this._timer = null;
       void this.analyze();
     }, this._options.delay());
+  }
+
+  /**
+   * Analyze the live content at once (in a microtask, so a burst of discrete edits in one task
+   * is one request), unless that content is already analyzed or being analyzed. What an
+   * explicit edit (the role editor, "tag as new step", "clear tags") calls, whether or not
+   * analyzing while editing is on.
+   */
+  refresh(): void {
+    if (this._disposed || this._refreshQueued) {
+      return;
+    }
+    this._refreshQueued = true;
+    queueMicrotask(() => {
+      this._refreshQueued = false;
+      if (this._analyzedVersion !== this._version || this._state === 'error') {
+        void this.analyze();
+      }
+    });
   }
 
   /** Analyze the live content now. */
@@ -140,20 +174,22 @@ export class NotebookPipeline {
       this._timer = null;
     }
     const generation = ++this._generation;
+    this._analyzedVersion = this._version;
+    mark('analyze:start');
     this._state = 'analyzing';
     this._changed.emit();
     const started = performance.now();
     try {
-      const result = await requestAPI<AnalyzeResponse>('analyze', {
-        method: 'POST',
-        body: JSON.stringify({
-          notebook: this.model.toJSON(),
-          path: this._path(),
-          split: this._split,
-          // The plan assumes the parameter values the form holds.
-          parameters: this._values
-        })
+      const body = JSON.stringify({
+        notebook: this.model.toJSON(),
+        path: this._path(),
+        split: this._split,
+        // The plan assumes the parameter values the form holds.
+        parameters: this._values
       });
+      mark('analyze:serialized');
+      const result = await requestAPI<AnalyzeResponse>('analyze', { method: 'POST', body });
+      mark('analyze:answered');
       if (generation !== this._generation || this._disposed) {
         return; // overtaken by a newer edit
       }
@@ -170,6 +206,7 @@ export class NotebookPipeline {
       this._state = 'error';
     }
     this._changed.emit();
+    mark('analyze:applied');
   }
 
   dispose(): void {
@@ -177,8 +214,24 @@ export class NotebookPipeline {
     if (this._timer !== null) {
       clearTimeout(this._timer);
     }
-    this._ydoc?.off('update', this._onUpdate);
+    this._ydoc?.off('afterTransaction', this._onTransaction);
     Signal.clearData(this);
+  }
+
+  private _edited(kind: EditKind): void {
+    if (kind === 'none') {
+      return;
+    }
+    this._lastEdit = kind;
+    this._version++;
+    if (!this._options.auto()) {
+      return;
+    }
+    if (kind === 'discrete') {
+      this.refresh();
+    } else {
+      this.schedule();
+    }
   }
 
   private _setResult(result: AnalyzeResponse): void {
@@ -245,5 +298,11 @@ export class NotebookPipeline {
   private _values: Record<string, unknown> = {};
   private _disposed = false;
   private _ydoc: any;
-  private _onUpdate: () => void;
+  private _onTransaction: (transaction: { changed: Map<unknown, Set<string | null>> }) => void;
+  /** Counts the changes of what an analysis depends on (document, parameters, split). */
+  private _version = 0;
+  /** `_version` of the content the latest analysis request was made of. */
+  private _analyzedVersion = -1;
+  private _refreshQueued = false;
+  private _lastEdit: EditKind = 'none';
 }

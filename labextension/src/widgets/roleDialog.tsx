@@ -9,6 +9,7 @@ import { ReactWidget } from '@jupyterlab/ui-components';
 import * as React from 'react';
 import { RoleEditor } from '../components/RoleEditor';
 import { allTags, setRole } from '../model/edits';
+import { mark } from '../model/marks';
 import { CellRole, isValidStepName, parseTags, taggedStepNames } from '../model/tags';
 
 class RoleEditorBody extends ReactWidget implements Dialog.IBodyWidget<CellRole> {
@@ -82,7 +83,9 @@ export async function editCellRole(
     );
     return false;
   }
+  mark('edit:accepted');
   const before = JSON.stringify(model.cells.get(index)?.getMetadata('tags') ?? []);
   setRole(model, index, role);
+  mark('edit:written');
   return JSON.stringify(model.cells.get(index)?.getMetadata('tags') ?? []) !== before;
 }

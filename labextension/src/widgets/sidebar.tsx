@@ -13,6 +13,7 @@ import { API_VERSION } from '../api/types';
 import { InfoResponse } from '../api/shapes';
 import { PipelineView } from '../components/PipelineView';
 import { pipelineIcon } from '../icons';
+import { mark } from '../model/marks';
 import { NotebookPipeline } from '../model/pipeline';
 import { allTags } from '../model/edits';
 import { taggedStepNames } from '../model/tags';
@@ -30,6 +31,7 @@ class SidebarBody extends ReactWidget {
   }
 
   render(): JSX.Element {
+    mark('sidebar:render');
     const o = this._owner;
     const trans = o.trans;
     const panel = o.panel;

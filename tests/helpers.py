@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,23 @@ def alive(proc: Any) -> bool:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def gone_within(pid: int, timeout: float = 30) -> bool:
+    """Wait up to ``timeout`` s for process ``pid`` to exit (a zombie counts as gone); True if
+    it did. Killing and reaping take longer than a second on a loaded machine."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if not alive(psutil.Process(pid)):
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 def stream_text(cell: Any) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import random
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jupyter_pipeline.analysis import analyze
@@ -272,6 +273,15 @@ def _random_edit(book: nbformat.NotebookNode, seed: int) -> nbformat.NotebookNod
     return out
 
 
+# Explicit settings: without them this test took whichever profile another module loaded
+# (test_analysis_property's "ci" one is 2000 examples, each here 2-4 versions analyzed twice:
+# 5 minutes of a CI run, and 100 examples when run alone). 400 under HYPOTHESIS_PROFILE=ci
+# analyze as many notebooks as the property test's 2000 / 1; 100 otherwise.
+@settings(
+    max_examples=400 if os.environ.get("HYPOTHESIS_PROFILE") == "ci" else 100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(
     st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=10).map(build_notebook),
     st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=3),

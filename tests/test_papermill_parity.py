@@ -322,18 +322,35 @@ def test_unknown_kernel_is_still_refused(tmp_path: Path, capsys) -> None:
 # ---------------------------------------------------------------------- 7. Ctrl-C
 
 
-def _interrupt(cmd: list[str], cwd: Path) -> tuple[int, str]:
-    """Start ``cmd``, send SIGINT once the sleeping cell has begun; exit code and output."""
+def _heard(cwd: Path, logs: str) -> bool:
+    """True once a file matching ``logs`` under ``cwd`` holds the sleeping cell's print."""
+    for path in cwd.glob(logs):
+        try:
+            if "sleeping" in path.read_text(errors="replace"):
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def _interrupt(cmd: list[str], cwd: Path, logs: str) -> tuple[int, str]:
+    """Start ``cmd``, send SIGINT once the sleeping cell's output reached the runner (it wrote
+    it to a file matching the glob ``logs``: papermill's --stdout-file, a step's log.txt);
+    exit code and output."""
     began = cwd / "began"
     began.unlink(missing_ok=True)
     proc = subprocess.Popen(
         cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
+    # The kernel writes `began` right after printing, but the print travels to the runner on
+    # its own (iopub): a fixed wait after `began` lost it on a loaded machine. The runner writes
+    # stdout it received to its log, so that file holding the print is the condition to wait
+    # for.
     deadline = time.monotonic() + 120
-    while not began.exists() and time.monotonic() < deadline and proc.poll() is None:
+    while not _heard(cwd, logs) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
     assert began.exists(), "the sleeping cell never began"
-    time.sleep(1.0)  # let the "sleeping" output reach the runner
+    assert _heard(cwd, logs), "the runner never received the sleeping cell's output"
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     return proc.returncode, out
@@ -344,12 +361,17 @@ def test_ctrl_c_writes_what_ran_like_papermill(tmp_path: Path) -> None:
     nb = write_case(tmp_path, "keyboard_interrupt")
     bindir = Path(sys.executable).parent
     expected = tmp_path / "papermill.ipynb"
-    _interrupt([str(bindir / "papermill"), str(nb), str(expected)], tmp_path)
+    _interrupt(
+        [str(bindir / "papermill"), str(nb), str(expected), "--stdout-file", "pm-stdout.txt"],
+        tmp_path,
+        "pm-stdout.txt",
+    )
     merged = tmp_path / "merged.ipynb"
     env_store = ["--store", str(tmp_path / "runs.sqlite")]
     code, out = _interrupt(
         [str(bindir / "jupyter-pipeline"), "run", str(nb), "-o", str(merged), *env_store],
         tmp_path,
+        "runs/**/log.txt",
     )
     assert code == 130, out
     assert "Kernel died" not in out and "Traceback" not in out, out

@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
-from helpers import stream_text
+from helpers import gone_within, stream_text
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from jupyter_pipeline.model import Definition, Parameter, Pipeline, Step
@@ -363,7 +363,9 @@ def test_kill_kernel_stops_kernel_and_children(tmp_path):
 
     def cancel_when_child_runs(pid):
         def wait_and_kill():
-            for _ in range(600):
+            # The kernel may take many seconds to run its cell on a loaded machine.
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
                 if pid_file.exists() and pid_file.read_text():
                     break
                 time.sleep(0.05)
@@ -375,14 +377,8 @@ def test_kill_kernel_stops_kernel_and_children(tmp_path):
     assert result.status == "failed" and result.failure.cell == 0
     assert result.failure.ename == "DeadKernelError"
     child = int(pid_file.read_text())
-    for _ in range(100):  # reaped by init once killed; give it a moment
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        raise AssertionError("child process of the kernel survived")
+    # Reaped by init once killed: give it a moment (a zombie awaiting init counts as gone).
+    assert gone_within(child), "child process of the kernel survived"
     assert Path(result.executed_notebook).exists()
 
 
@@ -440,11 +436,5 @@ def test_on_kernel_raising_does_not_leak_the_kernel(tmp_path):
 
     with pytest.raises(RuntimeError, match="refused"):
         run_step(request(nb, pipeline, "s", tmp_path), on_kernel=on_kernel)
-    for _ in range(100):
-        try:
-            os.kill(pids[0], 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        raise AssertionError("kernel left running")
+    # Its shutdown may take seconds on a loaded machine; a zombie awaiting its reaper is gone.
+    assert gone_within(pids[0]), "kernel left running"

@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
-from helpers import cmdline, nb
+from helpers import alive, cmdline, nb
 from test_server_api import call
 
 from jupyter_pipeline.store import RunStore
@@ -89,6 +89,7 @@ class Events:
         self.messages: list[dict] = []
         self.ids: list[int] = []
         self.buffer = ""
+        self.opened = False  # the server's opening comment arrived: subscribed
         self.task = asyncio.ensure_future(
             jp_fetch(
                 "jupyter-pipeline",
@@ -101,6 +102,7 @@ class Events:
         )
 
     def _chunk(self, data: bytes) -> None:
+        self.opened = True
         self.buffer += data.decode()
         while "\n\n" in self.buffer:
             block, self.buffer = self.buffer.split("\n\n", 1)
@@ -110,6 +112,13 @@ class Events:
             if "data" in fields:
                 self.messages.append(json.loads(fields["data"]))
                 self.ids.append(int(fields["id"]))
+
+    async def subscribed(self, timeout: float = 60) -> None:
+        """Wait for the stream's opening comment: the server subscribed this client by then."""
+        deadline = time.monotonic() + timeout
+        while not self.opened:
+            assert time.monotonic() < deadline, "the event stream never opened"
+            await asyncio.sleep(0.05)
 
     async def until(self, predicate, timeout: float = 180) -> list[dict]:
         deadline = time.monotonic() + timeout
@@ -267,8 +276,11 @@ async def test_cancel_leaves_no_process_and_then_conflicts(jp_fetch, jp_root_dir
     assert status == 200, run
     assert run["state"] == "cancelled"
     assert [s["state"] for s in run["steps"]] == ["succeeded", "cancelled"]
-    _gone, alive = psutil.wait_procs(procs, timeout=15)
-    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
+    # Reading status() of a process that exits meanwhile raises: helpers.alive reads it safely.
+    deadline = time.monotonic() + 30
+    while any(alive(p) for p in procs) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert not [p for p in procs if alive(p)], procs
     status, out = await call(jp_fetch, "runs", run_id, method="DELETE")
     assert status == 409 and out["code"] == "conflict"
     assert "already cancelled" in out["message"]
@@ -278,7 +290,9 @@ async def test_cli_run_is_listed_and_streamed(jp_fetch, jp_root_dir, store_path)
     path = jp_root_dir / "work.ipynb"
     nbformat.write(_nb(), str(path))
     events = Events(jp_fetch)
-    await asyncio.sleep(0.5)  # subscribed before the CLI starts
+    # Subscribed before the CLI starts (a fixed wait could end before a loaded server
+    # answered, and the stream would then start past the run's first events).
+    await events.subscribed()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "jupyter_pipeline.cli", "run", str(path), "--store", str(store_path),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

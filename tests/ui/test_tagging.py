@@ -112,7 +112,13 @@ def test_undo_reverts_a_tag_edit(lab: Lab, page: Page) -> None:
     expect(panel.locator(".jp-PipelineStep")).to_have_count(1)
 
     # Undo in command mode (the editor left the edited cell active): the tag edit is reverted
-    # in the model, the badge and the sidebar.
+    # in the model, the badge and the sidebar. Keys go wherever the focus is: the role editor
+    # must be gone (while it closes it still takes them), and a click on the edited cell's
+    # prompt gives the notebook the focus in command mode.
+    expect(dialog).to_have_count(0)
+    cells = page.locator(".jp-Notebook .jp-Cell")
+    cells.nth(1).locator(".jp-InputPrompt").click()
+    expect(cells.nth(1)).to_have_class(re.compile(r"\bjp-mod-active\b"))
     page.keyboard.press("Escape")
     page.keyboard.press("z")
     expect(_badge(page, 1)).to_have_attribute("data-kind", "step")

@@ -122,7 +122,8 @@ def test_undefined_name_diagnostic_selects_its_cell(lab: Lab, page) -> None:
     diag = panel.locator('.jp-PipelineDiagnostic[data-code="undefined-name"]')
     expect(diag).to_have_count(1)
     expect(diag).to_contain_text("missing_value")
-    expect(diag).to_contain_text("cell 4")
+    # Numbered as the CLI numbers it (the cell's index in the .ipynb): one number everywhere.
+    expect(diag).to_contain_text("cell 3")
     # The same diagnostic is marked on the cell itself.
     cells = page.locator(".jp-Notebook .jp-Cell")
     expect(cells.nth(3).locator(".jp-PipelineCellDiagnostic")).to_contain_text("undefined-name")

@@ -41,15 +41,16 @@ function Section(props: {
   );
 }
 
+// Cells are numbered as the engine numbers them everywhere (the CLI, REST answers and the
+// messages shown here): by their index in the .ipynb, so "cell 3" means the same cell in
+// the sidebar, in a diagnostic's text and in `jupyter-pipeline analyze`.
 function cellRange(step: Step, trans: TranslationBundle): string {
   const first = step.cells[0];
   const last = step.cells[step.cells.length - 1];
   if (first === undefined) {
     return '';
   }
-  return first === last
-    ? trans.__('cell %1', first + 1)
-    : trans.__('cells %1–%2', first + 1, last + 1);
+  return first === last ? trans.__('cell %1', first) : trans.__('cells %1–%2', first, last);
 }
 
 export function StepList(props: {
@@ -141,8 +142,8 @@ export function DiagnosticList(props: {
         const where =
           d.cell !== null && d.cell !== undefined
             ? d.line
-              ? trans.__('cell %1, line %2', d.cell + 1, d.line)
-              : trans.__('cell %1', d.cell + 1)
+              ? trans.__('cell %1, line %2', d.cell, d.line)
+              : trans.__('cell %1', d.cell)
             : '';
         return (
           <li key={i} className={`jp-PipelineDiagnostic jp-mod-${d.severity}`} data-code={d.code}>

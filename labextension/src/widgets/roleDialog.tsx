@@ -62,7 +62,8 @@ export async function editCellRole(
   );
   const body = new RoleEditorBody(current, steps, earlier, trans);
   const result = await showDialog<CellRole>({
-    title: trans.__('Pipeline role of cell %1', index + 1),
+    // The engine's numbering (the cell's index in the .ipynb), as in the sidebar.
+    title: trans.__('Pipeline role of cell %1', index),
     body,
     buttons: [
       Dialog.cancelButton({ label: trans.__('Cancel') }),

@@ -383,3 +383,24 @@ def test_compile_and_submit_read_and_analyze_the_notebook_once(tmp_path, capsys,
         assert main(["submit", str(NB), "--host", standin.url, "--store", db,
                      "--schedule", "0 6 * * *"]) == 0  # fmt: skip
     assert counts == {"read": 2, "analyze": 2}
+
+
+def test_steps_named_after_builtins_map_back_onto_their_steps(tmp_path, store, cluster):
+    """Against the KFP REST stand-in: task states of `list`, `type`, `print` reach the store."""
+    path = _write(
+        tmp_path,
+        "builtins.ipynb",
+        ("x = [1, 2]", ["step:list"]),
+        ("t = str(len(x))", ["step:type"]),
+        ("print(t)", ["step:print"]),
+    )
+    pipeline = analyze_notebook(path)
+    runner = runner_for(cluster.url, store)
+    run = runner.watch(runner.submit(pipeline, path).id)
+    assert run.state is RunState.succeeded
+    assert {s.step: s.state for s in run.steps} == {
+        "list": RunState.succeeded,
+        "type": RunState.succeeded,
+        "print": RunState.succeeded,
+    }
+    assert all(s.external_id for s in run.steps)

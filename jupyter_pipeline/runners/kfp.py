@@ -535,12 +535,12 @@ class KfpRunner:
 
 def _task_names(pipeline: Pipeline) -> dict[str, str]:
     """KFP task display names and task keys → step names (as the compiler names them)."""
-    from jupyter_pipeline.compile.builder import display_names, function_names
+    from jupyter_pipeline.compile.builder import display_names, task_names
 
     out: dict[str, str] = {}
-    for step_name, function in function_names(pipeline).items():
+    for step_name, task in task_names(pipeline).items():
         out[step_name] = step_name
-        out[function.replace("_", "-")] = step_name
+        out[task] = step_name
     for step_name, display in display_names(pipeline).items():
         out[display] = step_name
     return out

@@ -71,6 +71,7 @@ class _ExecutionState:
         self.nodes: dict[str, _Node] = {}
         self.messages: queue.Queue[tuple[str, _Node, Any]] = queue.Queue()
         self.fork_server: Any = None  # started with the first kernel (runtime.forkserver)
+        self.fork_fallback_warned = False  # a spawned kernel's reason was logged (once a run)
         self.step_server: Any = None  # drivers of the steps (runtime.stepserver), if used
         self.step_server_asked = False
         self.cancelled = threading.Event()

@@ -213,6 +213,9 @@ class SweepRunner:
             :class:`~jupyter_pipeline.runners.LocalRunner`.
     """
 
+    # One fork server for all trials (False: one per trial, as before; for bench/sweep.py).
+    share_fork_server = True
+
     def __init__(
         self,
         store: RunStore,
@@ -288,7 +291,7 @@ class SweepRunner:
         runner.flights = KeyFlights()
         # Every trial runs the same notebook's kernels (same spec, cwd and pre-imports;
         # env: tags spawn anyway): one fork server for the sweep, not one per trial.
-        runner.shared_fork_servers = {}
+        runner.shared_fork_servers = {} if self.share_fork_server else None
         source = Path(source_nb_path).absolute()
         # Refuse GPU steps this machine cannot serve before anything is recorded (what every
         # trial's submit would raise).

@@ -14,6 +14,7 @@ Usage::
     python bench/sweep.py                 # best of 1
     python bench/sweep.py --repeat 2      # best of 2, taking turns
     python bench/sweep.py --max-parallel 4
+    python bench/sweep.py --fork-sharing  # sweeps only: a fork server per trial vs. one
 """
 
 from __future__ import annotations
@@ -115,7 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="best of N per measurement")
     parser.add_argument("--max-parallel", type=int, default=None, help="sweep's trials at once")
     parser.add_argument("--shared", type=float, default=3.0, help="seconds of the shared step")
+    parser.add_argument(
+        "--fork-sharing",
+        action="store_true",
+        help="compare only sweeps: one fork server per trial against one for the sweep",
+    )
     args = parser.parse_args(argv)
+    if args.fork_sharing:
+        return _fork_sharing(args)
 
     with tempfile.TemporaryDirectory(prefix="jp-bench-sweep-") as tmp_name:
         tmp = Path(tmp_name)
@@ -150,6 +158,33 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ratio loop / sweep: {loop / sweep:.2f}   (goal >= 4 on 2 cores)")
     print(f"shared step computed: {shared} time(s)   (goal: 1)")
     print(f"this process's CPU while measuring: {cpu:.1f} s")
+    return 0
+
+
+def _fork_sharing(args: argparse.Namespace) -> int:
+    """Sweeps only, taking turns: a fork server per trial vs. one for the whole sweep."""
+    from jupyter_pipeline.runners.sweep import SweepRunner
+
+    with tempfile.TemporaryDirectory(prefix="jp-bench-sweep-") as tmp_name:
+        tmp = Path(tmp_name)
+        nb = notebook(tmp / "sweep.ipynb", calibrate(args.shared))
+        sweeper = Sweeper(tmp, args.max_parallel or os.cpu_count() or 1)
+
+        def per_trial() -> None:
+            SweepRunner.share_fork_server = False
+            sweeper(nb)
+
+        def shared() -> None:
+            SweepRunner.share_fork_server = True
+            sweeper(nb)
+
+        shared()  # warm-up: first imports are paid by neither side
+        load_before = os.getloadavg()[0]
+        each, one = paired(args.repeat, per_trial, shared)
+    print(f"cores: {os.cpu_count()}, load average before: {load_before:.1f}")
+    print(f"sweep, a fork server per trial:   {each:7.2f} s")
+    print(f"sweep, one fork server (sweep's): {one:7.2f} s")
+    print(f"ratio per-trial / shared: {each / one:.2f}")
     return 0
 
 

@@ -263,6 +263,34 @@ def test_limits_caching_retries_and_display_names_are_emitted():
     assert "resources" not in executor(spec, "report")
 
 
+def test_task_names_are_kfps_own_for_steps_named_after_builtins():
+    from jupyter_pipeline.compile.builder import build_components, task_names
+    from jupyter_pipeline.runners.kfp import _task_names
+
+    nb = make_nb(
+        ("x = [1, 2]", ["step:list"]),
+        ("t = str(len(x))", ["step:type"]),
+        ("print(t)", ["step:print"]),
+        ("k = 2", ["step:2d"]),
+        ("j = k + 1", ["step:v-2d"]),
+        ("print(j)", ["step:dsl"]),
+    )
+    pipeline, package = compiled(nb)
+    steps = [s.name for s in pipeline.steps]
+    assert steps == ["list", "type", "print", "s-2d", "v-2d", "dsl"]
+    # The task keys kfp gave in the compiled IR, in the order the tasks were added.
+    given = {s: package.components[s].task for s in steps}
+    assert set(given.values()) == set(package.pipeline_spec["root"]["dag"]["tasks"])
+    assert given["list"] == "list" and given["print"] == "print"
+    assert task_names(pipeline) == given
+    # Known before the pipeline is built, and what the KFP runner maps states back with.
+    _, plans, _ = build_components(pipeline, nb, config=KfpConfig())
+    assert {s: plans[s].task for s in steps} == given
+    names = _task_names(pipeline)
+    assert all(names[task] == step for step, task in given.items() if task not in steps)
+    assert "list-" not in names and "print-" not in names
+
+
 def test_unknown_resource_is_a_compile_error_naming_the_step():
     nb = make_nb(("x = 1", ["step:a", "limit:ephemeral-storage:1Gi"]))
     with pytest.raises(CompileError, match=r"step 'a': limit:ephemeral-storage:1Gi"):

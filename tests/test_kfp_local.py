@@ -209,3 +209,26 @@ def test_failing_step_fails_the_kfp_task_and_keeps_its_executed_notebook(tmp_pat
     outputs = _text_outputs(executed)
     assert outputs[1] == ["before\n", "ZeroDivisionError: division by zero"]
     assert not tasks["after"].exists()  # nothing after the failure ran
+
+
+def test_steps_named_after_builtins_run_under_kfp_local(tmp_path):
+    from jupyter_pipeline.compile.builder import task_names
+
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nb.cells = [
+        new_code_cell("x = [1, 2]", metadata={"tags": ["step:list"]}),
+        new_code_cell("t = str(len(x))", metadata={"tags": ["step:type"]}),
+        new_code_cell("print('t is', t)", metadata={"tags": ["step:print"]}),
+    ]
+    path = tmp_path / "builtins.ipynb"
+    nbformat.write(nb, path)
+    pipeline = analyze_notebook(path)
+    assert [s.name for s in pipeline.steps] == ["list", "type", "print"]
+    tasks, plans, error = _kfp_local(pipeline, path, tmp_path / "kfp", html=False)
+    assert error is None
+    # Each task's folder is named as task_names() says (what the KFP runner maps back with).
+    expected = task_names(pipeline)
+    assert {s: t.name for s, t in tasks.items()} == expected == {s: s for s in expected}
+    executed = tasks["print"] / plans["print"].executed_notebook
+    assert _text_outputs(executed)[2] == ["t is 2\n"]

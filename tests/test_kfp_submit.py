@@ -399,3 +399,111 @@ def test_compile_and_submit_read_and_analyze_the_notebook_once(tmp_path, capsys,
         assert main(["submit", str(NB), "--host", standin.url, "--store", db,
                      "--schedule", "0 6 * * *"]) == 0  # fmt: skip
     assert counts == {"read": 2, "analyze": 2}
+
+
+def test_steps_named_after_builtins_map_back_onto_their_steps(tmp_path, store, cluster):
+    """Against the KFP REST stand-in: task states of `list`, `type`, `print` reach the store."""
+    path = _write(
+        tmp_path,
+        "builtins.ipynb",
+        ("x = [1, 2]", ["step:list"]),
+        ("t = str(len(x))", ["step:type"]),
+        ("print(t)", ["step:print"]),
+    )
+    pipeline = analyze_notebook(path)
+    runner = runner_for(cluster.url, store)
+    run = runner.watch(runner.submit(pipeline, path).id)
+    assert run.state is RunState.succeeded
+    assert {s.step: s.state for s in run.steps} == {
+        "list": RunState.succeeded,
+        "type": RunState.succeeded,
+        "print": RunState.succeeded,
+    }
+    assert all(s.external_id for s in run.steps)
+
+
+def test_runs_nobody_watches_are_refreshed_once_by_runs_show_and_prune(
+    pipeline, tmp_path, capsys, monkeypatch
+):
+    """Against the KFP REST stand-in: a run submitted without --watch (or whose watcher
+    died) is asked about once per listing, so it finishes in the store and can be pruned;
+    with its host gone it reads ``unknown``, not ``running``."""
+    import json
+    import socket
+
+    from jupyter_pipeline.cli import main
+    from jupyter_pipeline.store import process_started
+
+    for name in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_TOKEN", "JUPYTER_PIPELINE_KFP_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    db = str(tmp_path / "runs.db")
+
+    def cli_json(*args):
+        capsys.readouterr()
+        assert main([*args, "--store", db, "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    def gets(cluster, run_ids):
+        return sum(len(cluster.sent("GET", f"/apis/v2beta1/runs/{rid}")) for rid in run_ids)
+
+    with KfpStandIn() as cluster:
+        with RunStore(db) as s:
+            unwatched = runner_for(cluster.url, s).submit(pipeline, NB)
+            dead = runner_for(cluster.url, s).submit(pipeline, NB)
+            watched = runner_for(cluster.url, s).submit(pipeline, NB)
+            dead_pid = subprocess.Popen([sys.executable, "-c", "pass"])
+            dead_pid.wait()
+            s.update_run(dead.id, pid=dead_pid.pid, host=socket.gethostname())
+            # A live watcher (this process) keeps its run: listings leave it to it.
+            s.update_run(
+                watched.id,
+                pid=os.getpid(),
+                pid_created=process_started(os.getpid()),
+                host=socket.gethostname(),
+            )
+            stale = {unwatched.id: unwatched.external_id, dead.id: dead.external_id}
+        for _ in range(40):
+            before = gets(cluster, stale.values())
+            runs = {r["id"]: r for r in cli_json("runs")}
+            assert gets(cluster, stale.values()) == before + 2  # each asked once
+            if all(runs[rid]["state"] == "succeeded" for rid in stale):
+                break
+        assert all(runs[rid]["state"] == "succeeded" for rid in stale), runs
+        assert all(s["state"] == "succeeded" for rid in stale for s in runs[rid]["steps"])
+        assert runs[watched.id]["state"] == "queued"
+        assert not cluster.sent("GET", f"/apis/v2beta1/runs/{watched.external_id}")
+        pruned = cli_json("runs", "--prune", "--keep", "0")
+        assert sorted(pruned["runs"]) == sorted(stale) and pruned["active"] == [watched.id]
+        with RunStore(db) as s:
+            lost = runner_for(cluster.url, s).submit(pipeline, NB)
+            s.update_run(watched.id, pid=dead_pid.pid, pid_created=None)  # its watcher died
+    # The host is gone: the runs' states are unknown, not running; prune keeps them.
+    runs = {r["id"]: r for r in cli_json("runs")}
+    for rid in (lost.id, watched.id):
+        assert runs[rid]["state"] == "unknown"
+        assert "nobody watches it" in runs[rid]["error"]
+    assert cli_json("show", lost.id)["state"] == "unknown"
+    pruned = cli_json("runs", "--prune", "--keep", "0")
+    assert pruned["runs"] == [] and set(pruned["unknown"]) == {lost.id, watched.id}
+    capsys.readouterr()
+    assert main(["show", lost.id, "--store", db]) == 0
+    out = capsys.readouterr().out
+    assert "unknown" in out and "running" not in out and "queued" not in out.splitlines()[0]
+
+
+def test_the_servers_run_list_refreshes_runs_nobody_watches(pipeline, tmp_path, store):
+    """Against the KFP REST stand-in: the API's run list asks KFP about an unwatched run."""
+    from jupyter_pipeline.server.service import PipelineService
+
+    service = PipelineService(store, tmp_path, {})
+    with KfpStandIn() as cluster:
+        run = runner_for(cluster.url, store).submit(pipeline, NB)
+        (info,) = service.list_runs(notebook=None, limit=10, before=None, cursor=0).runs
+        assert info.state is RunState.running  # the stand-in's first tick
+        assert len(cluster.sent("GET", f"/apis/v2beta1/runs/{run.external_id}")) == 1
+        # Asked at most every few seconds: a second listing right away does not ask again.
+        service.list_runs(notebook=None, limit=10, before=None, cursor=0)
+        assert len(cluster.sent("GET", f"/apis/v2beta1/runs/{run.external_id}")) == 1
+    service._kfp_asked.clear()  # (as if the interval had passed)
+    info = service.get_run(run.id)
+    assert "nobody watches it" in (info.error or "")

@@ -200,3 +200,40 @@ def test_kernels_are_forked_unless_told_not_to(tmp_path, store):
     # The run's fork server ended with the run.
     family = psutil.Process().children(recursive=True)
     assert not [p for p in family if "forkserver" in cmdline(p) and alive(p)]
+
+
+def test_a_spawned_kernel_says_why_in_its_step_log_and_once_in_the_runners(
+    tmp_path, store, monkeypatch, caplog
+):
+    import json
+    import logging
+    import sys
+
+    # A kernel spec the fork server cannot fork (not `python -m ipykernel_launcher …`):
+    # its kernels are spawned, each start slower; the run says why.
+    spec = tmp_path / "jupyter" / "kernels" / "jp-spawned"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-X", "utf8", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "spawned", "language": "python"})
+    )
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    nb_path = write_nb(
+        tmp_path / "spawned.ipynb",
+        [_cell("x = 1", "step:one"), _cell("print('x is', x)", "step:two")],
+    )
+    nb = nbformat.read(nb_path, as_version=4)
+    nb.metadata["kernelspec"] = {"name": "jp-spawned", "display_name": "spawned"}
+    nbformat.write(nb, nb_path)
+    with caplog.at_level(logging.WARNING, logger="jupyter_pipeline.runners.local"):
+        run = LocalRunner(store, fork=True, prewarm=False, cache=False).run(
+            analyze_notebook(nb_path), nb_path
+        )
+    assert run.state is RunState.succeeded, run
+    for step in run.steps:
+        log = Path(step.log_path).read_text()
+        assert "WARNING: kernel spawned, not forked" in log, log
+        assert "the kernel command is not ipykernel's" in log
+    warned = [r for r in caplog.records if "spawned, not forked" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelno == logging.WARNING
+    assert run.id in warned[0].getMessage()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -167,3 +168,33 @@ def test_several_processes_write_at_once(tmp_path):
     ]
     assert [p.wait(timeout=60) for p in procs] == [0, 0, 0]
     assert [s.attempts for s in store.get_run(run.id).steps] == [100, 100, 100]
+
+
+def test_a_sweep_whose_runner_died_reads_as_runner_lost(tmp_path):
+    # One definition of "runner lost" for runs and sweeps (the CLI and the UI match on it).
+    store = RunStore(tmp_path / "runs.sqlite")
+    sweep = store.create_sweep(
+        pipeline="demo",
+        notebook="n.ipynb",
+        axes={"k": [1, 2]},
+        trials=[{"k": 1}, {"k": 2}],
+        parameters={"k": 1},
+        shared_steps=[],
+        metric=None,
+        maximize=True,
+        pid=_dead_pid(),
+    )
+    lost = store.get_sweep(sweep.id)
+    assert (lost.state, lost.error) == (RunState.failed, RUNNER_LOST)
+    alive = store.create_sweep(
+        pipeline="demo",
+        notebook="n.ipynb",
+        axes={"k": [1]},
+        trials=[{"k": 1}],
+        parameters={"k": 1},
+        shared_steps=[],
+        metric=None,
+        maximize=True,
+        pid=os.getpid(),
+    )
+    assert store.get_sweep(alive.id).state is RunState.running

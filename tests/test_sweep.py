@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -296,3 +297,30 @@ def test_a_failing_shared_step_is_computed_once_and_fails_every_trial(tmp_path, 
     others = [s.error for s in loads if "same inputs" in s.error]
     assert len(others) == 2 and all(f"failed in run {owner}" in e for e in others)
     assert all("ZeroDivisionError" in e for e in others)
+
+
+@pytest.mark.kernel
+def test_the_trials_of_a_sweep_fork_their_kernels_from_one_fork_server(tmp_path, store):
+    nb_path = _toy(tmp_path)
+    pipeline = analyze_notebook(nb_path)
+    plan = plan_sweep(pipeline, {"lr": [0.1, 1.0], "depth": [3, 5]})
+    servers: set[int] = set()
+
+    def look(_event) -> None:
+        # Fork servers: their zygotes and the kernels forked from them show the same command
+        # line, so count the roots (whose parent is not one of them).
+        family = psutil.Process().children(recursive=True)
+        forked = {p.pid: p for p in family if "forkserver" in cmdline(p) and alive(p)}
+        for pid, proc in forked.items():
+            with contextlib.suppress(psutil.Error):
+                if proc.ppid() not in forked:
+                    servers.add(pid)
+
+    sweep = SweepRunner(store, max_parallel=2, cache=False).run(
+        pipeline, nb_path, plan, on_event=look
+    )
+    assert sweep.state is RunState.succeeded
+    assert [t.metrics["score"] for t in sweep.trials] == pytest.approx([13.5, 22.5, 135.0, 225.0])
+    assert len(servers) == 1  # one for the sweep (it was one per trial)
+    family = psutil.Process().children(recursive=True)
+    assert not [p for p in family if "forkserver" in cmdline(p) and alive(p)]  # closed at the end

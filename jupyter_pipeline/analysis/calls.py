@@ -18,15 +18,13 @@ import re
 from jupyter_pipeline.analysis.bindings import Binding, StepState
 from jupyter_pipeline.analysis.dyncode import BIND, BUILT, CODE, EXEC, passed_values
 from jupyter_pipeline.analysis.facts import CallInfo, Cond, DefInfo, Event, FuncSummary
+from jupyter_pipeline.analysis.files import literal_file_access, usable_path
 from jupyter_pipeline.analysis.knowledge import (
-    FILE_READERS,
-    FILE_WRITERS,
     KERNEL_NAMES,
     LIBRARY_MUTATORS,
     MUTATING_BUILTINS,
     NUMPY_RANDOM_NOT_GLOBAL,
     OPAQUE_MAGICS,
-    PATH_TYPES,
     PURE_BUILTINS,
     PURE_LIBRARIES,
     RANDOM_FUNCS,
@@ -297,46 +295,12 @@ class CallEffects(NameEvents):
     def file_call(
         self, st: StepState, call: CallInfo, full: str | None, cell: int, line: int
     ) -> None:
-        last = call.path[-1] if call.path else call.method
-        if not last:
-            return
-        if full == "open" or (len(call.path) == 1 and last == "open" and full is None):
-            path = call.strings[0] if call.strings else call.kwstrings.get("file")
-            mode = (call.strings[1] if len(call.strings) > 1 else None) or call.kwstrings.get(
-                "mode", "r"
-            )
-            if path:
-                self.file_event(st, cell, line, path, write=any(c in (mode or "r") for c in "wax+"))
-            return
-        for table, write in ((FILE_WRITERS, True), (FILE_READERS, False)):
-            k = table.get(full or "", table.get(last))
-            if k is None:
-                continue
-            if k == -1:
-                # pathlib methods: the path is the receiver, seen when it is `Path('lit')`
-                receiver = call.receiver
-                if receiver is not None and self.full_name(st, receiver[0]) in PATH_TYPES:
-                    self.file_event(st, cell, line, receiver[1], write=write)
-                return
-            path = call.strings[k] if k < len(call.strings) else None
-            if path is None:
-                for key in (
-                    "path",
-                    "path_or_buf",
-                    "filepath_or_buffer",
-                    "fname",
-                    "filename",
-                    "file",
-                ):
-                    if key in call.kwstrings:
-                        path = call.kwstrings[key]
-                        break
-            if path:
-                self.file_event(st, cell, line, path, write=write)
-            return
+        found = literal_file_access(call, full, lambda path: self.full_name(st, path))
+        if found is not None:
+            self.file_event(st, cell, line, found[0], write=found[1])
 
     def file_event(self, st: StepState, cell: int, line: int, path: str, write: bool) -> None:
-        if not path or "\n" in path or len(path) > 400 or "://" in path:
+        if not usable_path(path):
             return
         norm = os.path.normpath(path)
         if write:

@@ -11,11 +11,41 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from jupyter_pipeline.cli import EXIT_OK, UsageError
 from jupyter_pipeline.cli.common import _get_run, _open_store, wait_finished
 from jupyter_pipeline.cli.common import console as stdout_console
 from jupyter_pipeline.cli.run_display import _COLORS, _duration, _error_line
+from jupyter_pipeline.model import Run
+from jupyter_pipeline.store import RunStore
+
+
+def _refresh_unwatched(store: RunStore, runs: list[Run]) -> tuple[list[Run], dict[str, str]]:
+    """Refresh, once, the unfinished KFP runs nobody watches (else they read running forever).
+
+    Returns the runs as they are now, and run id → why its state is unknown (its KFP host
+    could not be asked: such a run is shown ``unknown``, not ``running``).
+    """
+    if not any(r.backend == "kfp" and not r.state.finished for r in runs):
+        return runs, {}
+    from jupyter_pipeline.runners.kfp import refresh_unwatched
+
+    unknown = refresh_unwatched(store, runs)
+    return [store.get_run(r.id) for r in runs], unknown
+
+
+def _state(run: Run, unknown: dict[str, str]) -> str:
+    if run.id in unknown:
+        return "[yellow]unknown[/]"
+    return f"[{_COLORS[run.state.value]}]{run.state.value}[/]"
+
+
+def _as_json(run: Run, unknown: dict[str, str]) -> dict[str, Any]:
+    data = run.model_dump(mode="json")
+    if run.id in unknown:
+        data["state"], data["error"] = "unknown", unknown[run.id]
+    return data
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -25,9 +55,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.keep is not None or args.older_than is not None or args.dry_run:
         raise UsageError("--keep, --older-than and --dry-run go with --prune")
     store = _open_store(args)
-    runs = store.list_runs(limit=args.limit)
+    runs, unknown = _refresh_unwatched(store, store.list_runs(limit=args.limit))
     if args.json:
-        print(json.dumps([r.model_dump(mode="json") for r in runs], indent=2))
+        print(json.dumps([_as_json(r, unknown) for r in runs], indent=2))
         return EXIT_OK
     if not runs:
         print(f"no runs in {store.path}")
@@ -42,7 +72,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         table.add_row(
             r.id,
             r.pipeline + (f" (sweep {r.sweep_id} trial {r.trial})" if r.sweep_id else ""),
-            f"[{_COLORS[r.state.value]}]{r.state.value}[/]",
+            _state(r, unknown),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created)),
             _duration(r),
             f"{done}/{len(r.steps)}",
@@ -59,6 +89,9 @@ def _prune(args: argparse.Namespace) -> int:
     if args.keep is None and args.older_than is None:
         raise UsageError("--prune needs --keep N (newest runs to keep) and/or --older-than DAYS")
     store = _open_store(args)
+    # A KFP run nobody watched to its end is still "running" in the store: ask KFP first.
+    active = [r for r in store.list_runs(limit=1_000_000) if not r.state.finished]
+    _, unknown = _refresh_unwatched(store, active)
     try:
         result = store.prune(
             keep=args.keep,
@@ -77,6 +110,7 @@ def _prune(args: argparse.Namespace) -> int:
                     "folders": [str(f) for f in result.folders],
                     "cache_entries": entries,
                     "active": result.active,
+                    "unknown": unknown,
                     "dry_run": args.dry_run,
                 },
                 indent=2,
@@ -94,6 +128,8 @@ def _prune(args: argparse.Namespace) -> int:
             f"left alone {len(result.active)} queued/running: {', '.join(result.active)}"
             + ("; cache entries are kept while a local run is active" if not entries else "")
         )
+    for run_id, why in unknown.items():
+        print(f"kept {run_id}: {why}")
     return EXIT_OK
 
 
@@ -105,8 +141,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
         return show_sweep(store, args.run, args.json)
     run = _get_run(store, args.run)
+    (run,), unknown = _refresh_unwatched(store, [run])
     if args.json:
-        data = run.model_dump(mode="json")
+        data = _as_json(run, unknown)
         data["metrics"] = store.get_metrics(run.id)
         print(json.dumps(data, indent=2))
         return EXIT_OK
@@ -114,9 +151,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     console = stdout_console(width=200 if not sys.stdout.isatty() else None)
     console.print(
-        f"run [bold]{run.id}[/]  {run.pipeline}  [{_COLORS[run.state.value]}]"
-        f"{run.state.value}[/]  {_duration(run)}"
+        f"run [bold]{run.id}[/]  {run.pipeline}  {_state(run, unknown)}  {_duration(run)}"
     )
+    if run.id in unknown:
+        console.print(unknown[run.id], highlight=False, markup=False)
     console.print(f"notebook: {run.notebook}", highlight=False)
     if run.parameters:
         params = ", ".join(f"{k}={v!r}" for k, v in run.parameters.items())

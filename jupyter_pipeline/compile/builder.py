@@ -25,6 +25,7 @@ import os
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ __all__ = [
     "compile_package",
     "display_names",
     "function_names",
+    "task_names",
 ]
 
 _PY_TYPES: dict[ParameterType, str] = {
@@ -205,12 +207,40 @@ def _apply_limits(task: Any, step: Step) -> None:
 
 
 def function_names(pipeline: Pipeline) -> dict[str, str]:
-    """Each step's component function name; its KFP task key is the same with ``-`` for ``_``.
-
-    The KFP runner maps task states back onto steps with it, so both sides name alike.
-    """
+    """Each step's component function name (a Python identifier: ``list_`` for ``list``)."""
     taken: set[str] = set()
     return {step.name: _identifier(step.name, taken) for step in pipeline.steps}
+
+
+def task_names(pipeline: Pipeline, order: Iterable[str] | None = None) -> dict[str, str]:
+    """Each step's KFP task name (its key in the pipeline's DAG), as kfp itself names it.
+
+    kfp names a component after its function (``list_`` → ``List``), a task after its
+    component, made Kubernetes-safe (``list``), then unique in the pipeline in the order the
+    tasks are added (``-2``, ``-3``…): this applies kfp's own functions in that order, so a
+    step named after a Python builtin maps to ``list``, not ``list-``. The KFP runner maps
+    task states back onto steps with it.
+
+    Args:
+        pipeline: The analyzed pipeline.
+        order: The order the tasks are added, when not the steps' (a sweep adds its shared
+            steps first).
+    """
+    _kfp()
+    from kfp.dsl import utils
+    from kfp.dsl.component_factory import _python_function_name_to_component_name
+
+    functions = function_names(pipeline)
+    taken: list[str] = []
+    out: dict[str, str] = {}
+    for step in order if order is not None else functions:
+        component = _python_function_name_to_component_name(functions[step])
+        task = utils.make_name_unique_by_adding_index(
+            utils.maybe_rename_for_k8s(component), taken, "-"
+        )
+        taken.append(task)
+        out[step] = task
+    return out
 
 
 def display_names(pipeline: Pipeline) -> dict[str, str]:
@@ -237,14 +267,14 @@ def _plan_components(
     kinds = infer_artifact_kinds(pipeline, nb)
     displays = display_names(pipeline)
     functions = function_names(pipeline)
+    tasks = task_names(pipeline)
     plans: dict[str, StepComponent] = {}
     for step in pipeline.steps:
-        fn = functions[step.name]
         taken: set[str] = set()
         plan = StepComponent(
             step=step.name,
-            function=fn,
-            task=fn.replace("_", "-"),
+            function=functions[step.name],
+            task=tasks[step.name],  # kfp's name; build_pipeline_func records the one it gave
             display_name=displays[step.name],
             image=_image_for(step, pipeline, nb_image, config, image_override),
         )

@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 _MANIFEST = "manifest.json"
+# Resolves a dotted callee (``("pd", "read_csv")``) to its full name, or None.
+Resolver = Callable[[tuple[str, ...]], str | None]
 
 
 def runtime_version() -> str:
@@ -71,35 +73,6 @@ def step_code(step_nb: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _literal_path(call: Any, full: str | None) -> tuple[str, bool] | None:
-    """``(path, writes)`` when a call reads or writes a file named by a string literal.
-
-    The same rules as the analysis' file diagnostics (``open`` with its mode, and the reader
-    and writer tables of :mod:`jupyter_pipeline.analysis.knowledge`).
-    """
-    from jupyter_pipeline.analysis.knowledge import FILE_READERS, FILE_WRITERS
-
-    if not call.path:
-        return None
-    last = call.path[-1]
-    if full == "open" or (len(call.path) == 1 and last == "open" and full is None):
-        path = call.strings[0] if call.strings else call.kwstrings.get("file")
-        mode = (call.strings[1] if len(call.strings) > 1 else None) or call.kwstrings.get("mode")
-        return (path, any(c in (mode or "r") for c in "wax+")) if path else None
-    for table, writes in ((FILE_WRITERS, True), (FILE_READERS, False)):
-        k = table.get(full or "", table.get(last))
-        if k is None:
-            continue
-        if k == -1:
-            return None  # pathlib methods: the path is the receiver, not a literal argument
-        path = call.strings[k] if k < len(call.strings) else None
-        for key in ("path", "path_or_buf", "filepath_or_buffer", "fname", "filename", "file"):
-            if path is None:
-                path = call.kwstrings.get(key)
-        return (path, writes) if path else None
-    return None
-
-
 @functools.lru_cache(maxsize=4096)
 def _cell_facts(source: str) -> tuple[tuple[str, Any], ...]:
     """A cell's imports (``("import", (name, origin))``) and calls (``("call", call)``), in
@@ -124,19 +97,28 @@ def _cell_facts(source: str) -> tuple[tuple[str, Any], ...]:
     return tuple(facts)
 
 
-def _calls(sources: Iterable[str]) -> Iterable[tuple[Any, str | None]]:
-    """Every call in ``sources`` (function bodies included), with its resolved dotted name."""
+def _calls(sources: Iterable[str]) -> Iterable[tuple[Any, str | None, Resolver]]:
+    """Every call in ``sources`` (function bodies included), with its resolved dotted name
+    and the resolver of dotted names at that point (as the analysis' ``full_name``: through
+    the imports so far, or a kernel builtin such as ``open``).
+    """
+    from jupyter_pipeline.analysis.knowledge import KERNEL_NAMES
+
     origins: dict[str, str] = {}  # name bound by an import → what it imports
+
+    def resolve(path: tuple[str, ...]) -> str | None:
+        if not path:
+            return None
+        if path[0] in origins:
+            return ".".join((origins[path[0]], *path[1:]))
+        return path[0] if len(path) == 1 and path[0] in KERNEL_NAMES else None
+
     for source in sources:
         for kind, fact in _cell_facts(source):
             if kind == "import":
                 origins[fact[0]] = fact[1]
                 continue
-            path = fact.path
-            if path and path[0] in origins:
-                yield fact, ".".join((origins[path[0]], *path[1:]))
-            else:
-                yield fact, None
+            yield fact, resolve(fact.path), resolve
 
 
 # (path, size, mtime_ns, inode) → content digest: a big data file is hashed once per
@@ -170,8 +152,9 @@ def files_read(step_nb: Mapping[str, Any], folder: str | Path) -> dict[str, str]
     """Content digests of the existing files a step's code reads by literal path.
 
     A step that reads ``data/train.csv`` computes something else once the file changes, so
-    the file's content is part of its cache key. Paths are found as the analysis finds them
-    for its file diagnostics (``open("x")``, ``pd.read_csv("x")``, ``np.load("x")``…) in the
+    the file's content is part of its cache key. Paths are found by the analysis' own rule
+    for its file diagnostics (:func:`~jupyter_pipeline.analysis.files.literal_file_access`:
+    ``open("x")``, ``pd.read_csv("x")``, ``np.load("x")``, ``Path("x").read_text()``…) in the
     step notebook's code (its cells and replayed definitions); a path the step wrote before
     reading it is its own output, not an input. Missing files are left out (a step that
     creates them will do so again).
@@ -184,16 +167,16 @@ def files_read(step_nb: Mapping[str, Any], folder: str | Path) -> dict[str, str]
     Returns:
         Path as written → ``sha256`` of the content (a folder: of its files).
     """
+    from jupyter_pipeline.analysis.files import literal_file_access
+
     written: set[str] = set()
     out: dict[str, str] = {}
     sources = [_source(c) for c in step_nb.get("cells", []) if c.get("cell_type") == "code"]
-    for call, full in _calls(sources):
-        found = _literal_path(call, full)
+    for call, full, resolve in _calls(sources):
+        found = literal_file_access(call, full, resolve)
         if found is None:
             continue
         path, writes = found
-        if "\n" in path or "://" in path or len(path) > 400:
-            continue
         norm = os.path.normpath(path)
         if writes:
             written.add(norm)

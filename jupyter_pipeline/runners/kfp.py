@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
+import socket
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,8 +31,16 @@ from nbformat import NotebookNode
 from jupyter_pipeline.compile.config import KfpConfig, load_config
 from jupyter_pipeline.model import Pipeline, Run, RunState
 from jupyter_pipeline.runners.base import RunEvent, resolve_parameters
+from jupyter_pipeline.store import process_alive, process_started
 
-__all__ = ["KfpError", "KfpRunner", "cron_expression", "map_state", "ui_link"]
+__all__ = [
+    "KfpError",
+    "KfpRunner",
+    "cron_expression",
+    "map_state",
+    "refresh_unwatched",
+    "ui_link",
+]
 
 # KFP v2beta1 RuntimeState → our RunState.
 _STATES = {
@@ -479,6 +489,13 @@ class KfpRunner:
         """
         seen: dict[str | None, RunState] = {}
         deadline = time.monotonic() + timeout if timeout else None
+        # This process watches the run: others need not refresh it (refresh_unwatched).
+        self.store.update_run(
+            run_id,
+            pid=os.getpid(),
+            pid_created=process_started(os.getpid()),
+            host=socket.gethostname(),
+        )
         while True:
             run = self.refresh(run_id)
             if not run.state.finished and self.store.cancel_requested(run.id):
@@ -542,12 +559,47 @@ class KfpRunner:
 
 def _task_names(pipeline: Pipeline) -> dict[str, str]:
     """KFP task display names and task keys → step names (as the compiler names them)."""
-    from jupyter_pipeline.compile.builder import display_names, function_names
+    from jupyter_pipeline.compile.builder import display_names, task_names
 
     out: dict[str, str] = {}
-    for step_name, function in function_names(pipeline).items():
+    for step_name, task in task_names(pipeline).items():
         out[step_name] = step_name
-        out[function.replace("_", "-")] = step_name
+        out[task] = step_name
     for step_name, display in display_names(pipeline).items():
         out[display] = step_name
     return out
+
+
+def _watched(store: Any, run: Run) -> bool:
+    """True while a process watches ``run`` (its recorded watcher is alive, or elsewhere)."""
+    pid, created, host, _ = store.runner_of(run.id)
+    if pid is None:
+        return False
+    return host != socket.gethostname() or process_alive(pid, created)
+
+
+def refresh_unwatched(
+    store: Any, runs: Iterable[Run], config: KfpConfig | None = None
+) -> dict[str, str]:
+    """Poll KFP once for each unfinished KFP run that no live process watches.
+
+    A run submitted without ``--watch`` (or whose watcher died) would otherwise read
+    ``running`` forever in the store, and never be pruned. Its host is taken from its UI
+    link. ``runs``/``show``/``runs --prune`` and the server's run list call this.
+
+    Returns:
+        Run id → why its state is unknown, for each run whose KFP host could not be asked
+        (it is not refreshed; do not show it as running).
+    """
+    unknown: dict[str, str] = {}
+    for run in runs:
+        if run.backend != "kfp" or run.state.finished or not run.external_id:
+            continue
+        if _watched(store, run):
+            continue
+        host = run.url.split("/#/", 1)[0] if run.url and "/#/" in run.url else None
+        try:
+            KfpRunner(host, store=store, config=config).refresh(run.id)
+        except (KfpError, ImportError) as exc:
+            unknown[run.id] = f"state unknown: nobody watches it and {exc}"
+    return unknown

@@ -3,9 +3,10 @@
 For each step: ``cached`` (its cache entry matches: same code, inputs, parameters and data
 files as an earlier run) or ``will run``, with the reason — never run, code changed, an
 input changed, a data file changed, a parameter changed, an upstream step will run, cache
-disabled. Computed the way :class:`~jupyter_pipeline.runners.local.LocalRunner` computes
-its cache keys (:meth:`~jupyter_pipeline.runners.cache.StepCache.key`); the reasons come
-from comparing the key's parts with those recorded with the step's last cache entry.
+off (for the run, or for this step: then its key is not computed, its data files not hashed).
+Computed the way :class:`~jupyter_pipeline.runners.local.LocalRunner` computes its cache keys
+(:meth:`~jupyter_pipeline.runners.cache.StepCache.key`); the reasons come from comparing
+the key's parts with those recorded with the step's last cache entry.
 
 Used by ``jupyter-pipeline run --dry-run`` and the server's ``POST analyze``.
 """
@@ -132,7 +133,7 @@ def plan_run(
             continue
         if step.settings.cache is False:
             actions[step.name] = PlanItem(
-                step=step.name, action="will run", reason="cache disabled for this step"
+                step=step.name, action="will run", reason="cache off for this step"
             )
             continue
         if upstream:

@@ -213,6 +213,9 @@ class SweepRunner:
             :class:`~jupyter_pipeline.runners.LocalRunner`.
     """
 
+    # One fork server for all trials (False: one per trial, as before; for bench/sweep.py).
+    share_fork_server = True
+
     def __init__(
         self,
         store: RunStore,
@@ -286,6 +289,9 @@ class SweepRunner:
             allow_cpu=self.allow_cpu,
         )
         runner.flights = KeyFlights()
+        # Every trial runs the same notebook's kernels (same spec, cwd and pre-imports;
+        # env: tags spawn anyway): one fork server for the sweep, not one per trial.
+        runner.shared_fork_servers = {} if self.share_fork_server else None
         source = Path(source_nb_path).absolute()
         # Refuse GPU steps this machine cannot serve before anything is recorded (what every
         # trial's submit would raise).
@@ -314,6 +320,7 @@ class SweepRunner:
         finally:
             if in_main:
                 signal.signal(signal.SIGTERM, old or signal.SIG_DFL)
+            runner.close_shared_fork_servers()
             if private_cache is not None:
                 shutil.rmtree(private_cache, ignore_errors=True)
         return self.store.get_sweep(sweep.id)

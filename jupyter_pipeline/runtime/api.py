@@ -93,3 +93,8 @@ class StepResult(_Model):
     )
     started: float
     finished: float
+    fork_fallback: str | None = Field(
+        None,
+        description="Why the kernel was spawned though a fork server was given (a slower "
+        "start), when it was",
+    )

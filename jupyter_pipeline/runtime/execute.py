@@ -93,6 +93,9 @@ class _Context:
         self.on_kernel = on_kernel
         self.on_saved = on_saved
         self.fork_server = fork_server
+        # Why the kernel was spawned though a fork server was given (a slower start).
+        self.fork_fallback: str | None = None
+        self.log: Any = None  # the step's log file, while it runs
         self.nb: NotebookNode | None = None
         self.parameters: dict[str, Any] = {}  # the overrides papermill injects
         self.pid: int | None = None
@@ -168,6 +171,19 @@ def _register_engine() -> None:
                 self.extra_arguments = [*extra, "--IPKernelApp.log_level=ERROR"]
             super().start_new_kernel(**kwargs)
             provisioner = getattr(self.km, "provisioner", None)
+            if self.jp.fork_server is not None:
+                # ForkProvisioner records why it spawned; another provisioner is the spec's.
+                reason = getattr(
+                    provisioner, "fork_fallback", "its kernel spec names its own provisioner"
+                )
+                if reason:
+                    self.jp.fork_fallback = reason
+                    if self.jp.log is not None:  # at warning level, so a slow step explains
+                        self.jp.log.write(
+                            f"[jupyter-pipeline] WARNING: kernel spawned, not forked (a slower "
+                            f"start): {reason}\n"
+                        )
+                        self.jp.log.flush()
             pid = getattr(provisioner, "pid", None)
             if pid is not None:
                 self.jp.pid = pid
@@ -591,6 +607,7 @@ def run_step(
     cwd = os.path.abspath(request.cwd) if request.cwd else os.getcwd()
 
     log = open(request.log_path, "a", encoding="utf-8") if request.log_path else None  # noqa: SIM115
+    ctx.log = log
     # The kernel process's own stdout/stderr (subprocesses, C extensions, `os.system`)
     # goes to the log too, not to the runner's terminal; without a log it is inherited.
     kernel_kwargs: dict[str, Any] = {"stdout": log, "stderr": log} if log is not None else {}
@@ -651,6 +668,7 @@ def run_step(
         failure=failure,
         started=started,
         finished=time.time(),
+        fork_fallback=ctx.fork_fallback,
     )
     if check and failure is not None:
         raise StepExecutionError(failure, result)

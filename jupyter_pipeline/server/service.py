@@ -65,6 +65,9 @@ class ApiError(Exception):
         self.details = details
 
 
+_KFP_ASK_EVERY = 5.0  # seconds between two looks at one unwatched KFP run from the API
+
+
 def _not_found(what: str) -> ApiError:
     return ApiError(404, "not-found", what)
 
@@ -109,6 +112,9 @@ class PipelineService:
         self.default_target = default_target
         self.kfp_host = kfp_host
         self._output_meta: dict[str, OutputInfo] = {}
+        # KFP runs nobody watches: when each was last asked about, and why a state is unknown.
+        self._kfp_asked: dict[str, float] = {}
+        self._kfp_unknown: dict[str, str] = {}
         # (content digest, path, split) → Pipeline: the sidebar asks again for the same
         # content (focus, re-open, run after analyze); an edit is a new key.
         self._analyses: OrderedDict[tuple[str, str, str], Pipeline] = OrderedDict()
@@ -304,7 +310,8 @@ class PipelineService:
             started=run.started,
             finished=run.finished,
             url=run.url,
-            error=run.error,
+            # Not watched and its KFP host unreachable: the recorded state may be stale.
+            error=(None if run.state.finished else self._kfp_unknown.get(run.id)) or run.error,
             steps=steps,
             has_merged_notebook=merged,
         )
@@ -326,7 +333,33 @@ class PipelineService:
 
     def get_run(self, run_id: str) -> RunInfo:
         """``GET runs/{id}``."""
-        return self.run_info(self._run(run_id))
+        return self.run_info(self._refresh_unwatched([self._run(run_id)])[0])
+
+    def _refresh_unwatched(self, runs: list[Run]) -> list[Run]:
+        """Ask KFP about its unfinished runs nobody watches (at most every few seconds each).
+
+        Otherwise a run submitted from the CLI without ``--watch`` (or whose watcher died)
+        reads running forever. A run whose host cannot be reached keeps its recorded state,
+        with the reason in its ``error`` (:meth:`run_info`).
+        """
+        now = time.monotonic()
+        due = [
+            r
+            for r in runs
+            if r.backend == "kfp"
+            and not r.state.finished
+            and now - self._kfp_asked.get(r.id, -_KFP_ASK_EVERY) >= _KFP_ASK_EVERY
+        ]
+        if not due:
+            return runs
+        from jupyter_pipeline.runners.kfp import refresh_unwatched
+
+        for r in due:
+            self._kfp_asked[r.id] = now
+            self._kfp_unknown.pop(r.id, None)
+        self._kfp_unknown.update(refresh_unwatched(self.store, due))
+        fresh = {r.id: self.store.get_run(r.id) for r in due}
+        return [fresh.get(r.id, r) for r in runs]
 
     def list_runs(
         self, *, notebook: str | None, limit: int, before: float | None, cursor: int
@@ -337,7 +370,7 @@ class PipelineService:
         path = str(self.resolve(notebook, must_exist=False)) if notebook else None
         runs = self.store.list_runs(limit=limit + 1, notebook=path, before=before)
         more = len(runs) > limit
-        runs = runs[:limit]
+        runs = self._refresh_unwatched(runs[:limit])
         return RunList(
             runs=[self.run_info(r) for r in runs],
             cursor=cursor,

@@ -48,7 +48,6 @@ CREATE INDEX IF NOT EXISTS runs_sweep ON runs (sweep_id);
 """
 
 _SWEEP_FIELDS = {"state", "finished", "error", "metric", "maximize", "cancel_requested"}
-_RUNNER_LOST = "runner lost"
 
 
 def best_trial(trials: list[SweepTrial], metric: str | None, maximize: bool) -> int | None:
@@ -195,7 +194,7 @@ class SweepStoreMixin:
         Raises:
             KeyError: No such sweep.
         """
-        from jupyter_pipeline.store import process_alive
+        from jupyter_pipeline.store import RUNNER_LOST, process_alive
 
         sweep_id = self._resolve_sweep(ident)
         if sweep_id is None:
@@ -212,7 +211,7 @@ class SweepStoreMixin:
             and not process_alive(row["pid"], row["pid_created"])
         ):
             self.update_sweep(
-                sweep_id, state=RunState.failed, finished=time.time(), error=_RUNNER_LOST
+                sweep_id, state=RunState.failed, finished=time.time(), error=RUNNER_LOST
             )
             return self.get_sweep(sweep_id)
         by_trial = {r["trial"]: r for r in runs}

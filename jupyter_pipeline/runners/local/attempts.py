@@ -11,6 +11,7 @@ stop of the notebook (``sys.exit()``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import threading
@@ -35,6 +36,8 @@ from jupyter_pipeline.runners.local.nodes import (
 from jupyter_pipeline.runtime.api import SavedValue, StepRequest, StepResult
 from jupyter_pipeline.runtime.execute import read_outputs
 from jupyter_pipeline.store import kill_process_tree, process_started
+
+log = logging.getLogger("jupyter_pipeline.runners.local")
 
 
 class _Attempts(_KeyedExecution):
@@ -165,11 +168,29 @@ class _Attempts(_KeyedExecution):
                 self.outputs_saved(node, *payload)
             return
         # kind == "done": the kernel is gone
+        self.warn_fork_fallback(node, payload)
         try:
             self.attempt_done(node, payload)
         finally:
             if node.phase != _EXECUTING:  # not retried (a retry keeps its devices)
                 self.give_back_gpus(node)
+
+    def warn_fork_fallback(self, node: _Node, payload: Any) -> None:
+        """Say, once per run, why a kernel was spawned rather than forked (a slower start).
+
+        The step's own log says it too (written where the kernel started). A warning on the
+        runner's log (stderr: runner.log for a background run), so a slow run explains
+        itself.
+        """
+        reason = getattr(payload, "fork_fallback", None)
+        if reason and not self.fork_fallback_warned:
+            self.fork_fallback_warned = True
+            log.warning(
+                "run %s: step %s's kernel was spawned, not forked (a slower start): %s",
+                self.run_id,
+                node.step.name,
+                reason,
+            )
 
     def attempt_done(self, node: _Node, payload: Any) -> None:
         node.kernel_pid = None

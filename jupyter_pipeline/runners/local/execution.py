@@ -82,9 +82,13 @@ class _Execution(_Attempts):
                 if deps == "bad":
                     self.skip(node)
                     changed = True
-                elif deps == "ok" and node.cache_key is None:
+                elif deps == "ok" and not node.resolved:
                     self.resolve_inputs(node)
-                    node.cache_key = self.key(node)
+                    node.resolved = True
+                    # A cache:disabled step's key would never be used: its data files are
+                    # not hashed (a big file read by such a step costs nothing more).
+                    if self.cacheable(node):
+                        node.cache_key = self.key(node)
                     if self.try_cache(node) or self.claim(node):
                         changed = True
                 elif node.held and (self.try_cache(node) or self.claim(node)):

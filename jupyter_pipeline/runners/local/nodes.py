@@ -69,7 +69,8 @@ class _Node:
     inputs: dict[str, str] = field(default_factory=dict)
     input_digests: dict[str, str] = field(default_factory=dict)
     saved: dict[str, SavedValue] = field(default_factory=dict)
-    cache_key: str | None = None
+    resolved: bool = False  # its inputs are known (and its cache key, if it is cacheable)
+    cache_key: str | None = None  # None for a step tagged cache:disabled: never computed
     key_parts: dict[str, Any] | None = None
     held: bool = False  # another run of this runner computes the same step (same key)
     claimed: bool = False  # this node holds its key's flight (see LocalRunner.flights)

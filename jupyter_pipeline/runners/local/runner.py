@@ -95,6 +95,11 @@ class LocalRunner:
         self.fork = fork and run_step is None
         self.step_processes = step_processes and run_step is None
         self._step_server: Any = None  # shared by this runner's runs while any is active
+        # Set by a sweep: fork servers shared by this runner's runs, one per (working
+        # directory, pre-imports) — its trials' kernels are the same kernels — closed by
+        # close_shared_fork_servers(). None: each run starts (and stops) its own.
+        self.shared_fork_servers: dict[tuple[str, tuple[str, ...]], Any] | None = None
+        self._fork_lock = threading.Lock()
         self._step_server_users = 0
         self.allow_cpu = allow_cpu
         self._gpus: tuple[GpuPool, str] | None = (
@@ -323,6 +328,30 @@ class LocalRunner:
             with self._lock:
                 self._active.pop(run_id, None)
         return self.store.get_run(run_id)
+
+    def shared_fork_server(self, cwd: str, modules: list[str]) -> Any:
+        """The shared fork server for kernels in ``cwd`` pre-importing ``modules`` (started
+        on first use); see :attr:`shared_fork_servers`."""
+        from jupyter_pipeline.runtime import forkserver
+
+        assert self.shared_fork_servers is not None
+        key = (cwd, tuple(modules))
+        with self._fork_lock:
+            server = self.shared_fork_servers.get(key)
+            if server is None:
+                server = forkserver.ForkServer(cwd, modules=modules)
+                server.start()
+                self.shared_fork_servers[key] = server
+            return server
+
+    def close_shared_fork_servers(self) -> None:
+        """Stop the shared fork servers (a sweep's, at its end)."""
+        with self._fork_lock:
+            servers = list((self.shared_fork_servers or {}).values())
+            if self.shared_fork_servers is not None:
+                self.shared_fork_servers.clear()
+        for server in servers:
+            server.close()
 
     def _acquire_step_server(self) -> Any:
         """The step-driver server (started for the first run that needs it), or None."""

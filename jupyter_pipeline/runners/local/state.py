@@ -71,6 +71,8 @@ class _ExecutionState:
         self.nodes: dict[str, _Node] = {}
         self.messages: queue.Queue[tuple[str, _Node, Any]] = queue.Queue()
         self.fork_server: Any = None  # started with the first kernel (runtime.forkserver)
+        self.fork_server_shared = False  # the runner's (a sweep's), not this run's own
+        self.fork_fallback_warned = False  # a spawned kernel's reason was logged (once a run)
         self.step_server: Any = None  # drivers of the steps (runtime.stepserver), if used
         self.step_server_asked = False
         self.cancelled = threading.Event()
@@ -144,13 +146,19 @@ class _ExecutionState:
         if self.fork_server is None and self.runner.fork:
             from jupyter_pipeline.runtime import forkserver
 
-            if forkserver.supported():
+            if not forkserver.supported():
+                self.runner.fork = False
+            elif self.runner.shared_fork_servers is not None:
+                # A sweep's trials: the same kernels, one fork server (not one per trial).
+                self.fork_server = self.runner.shared_fork_server(
+                    str(self.source_path.parent), self.fork_modules()
+                )
+                self.fork_server_shared = True
+            else:
                 self.fork_server = forkserver.ForkServer(
                     str(self.source_path.parent), modules=self.fork_modules()
                 )
                 self.fork_server.start()
-            else:
-                self.runner.fork = False
         return self.fork_server
 
     def get_step_server(self) -> Any:
@@ -161,8 +169,9 @@ class _ExecutionState:
         return self.step_server
 
     def close_fork_server(self) -> None:
-        """Stop the fork server (and any kernel of it still alive)."""
-        if self.fork_server is not None:
+        """Stop the fork server (and any kernel of it still alive) — unless it is shared
+        (a sweep's: its other trials go on forking from it; the sweep closes it)."""
+        if self.fork_server is not None and not self.fork_server_shared:
             self.fork_server.close()
 
     # ------------------------------------------------------------------ helpers

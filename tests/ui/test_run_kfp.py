@@ -157,6 +157,9 @@ def test_kfp_run_follows_the_cluster_links_to_its_ui_and_cancels(
     for step in STEPS:
         assert kfp.advance(second)[step] == "RUNNING"
         expect(_state(view, step)).to_have_text("running")
+        # The stand-in stamps each change with the time it is made: give the step a duration
+        # that shows (0.05 s or less prints as "0.0s" when the watcher is quick).
+        page.wait_for_timeout(300)
         states = kfp.advance(second)
         assert states[step] == "SUCCEEDED"
         expect(_state(view, step)).to_have_text("succeeded")

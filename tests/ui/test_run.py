@@ -72,6 +72,8 @@ def test_run_example_every_step_succeeds_and_values_load(lab: Lab, page) -> None
     # Step names stay on one line (no "load-" / "data").
     names = view.locator(".jp-PipelineRunSteps td.jp-PipelineRunSteps-name").all()
     assert [text_lines(n) for n in names] == [1] * len(steps)
+    # Named as tagged, as the graph and the cells name them (the run records `load-data`).
+    expect(names[0]).to_have_text("load_data")
     shot_run(page, view, "run-succeeded")
 
     # Saved values of a step, with type and size; "Load into kernel" adds and runs a cell.

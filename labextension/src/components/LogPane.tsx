@@ -10,6 +10,8 @@ import { LogChunk, LogTail, RunState, nextLogPoll } from '../model/runs';
 export interface LogPaneProps {
   runId: string;
   step: string;
+  /** The step's name as shown (as tagged); `step` when not given. */
+  label?: string;
   state: RunState;
   fetchLog: (offset: number) => Promise<LogChunk & { finished: boolean }>;
   trans: TranslationBundle;
@@ -101,7 +103,7 @@ export function LogPane(props: LogPaneProps): JSX.Element {
   return (
     <div className="jp-PipelineLog" data-step={step} data-following={running}>
       <div className="jp-PipelineLog-header">
-        <span>{trans.__('Log of %1', step)}</span>
+        <span>{trans.__('Log of %1', props.label ?? step)}</span>
         <span className="jp-PipelineLog-meta">
           {trans.__('%1 lines', tail.lines.length + (tail.partial ? 1 : 0))}
           {running ? ` · ${trans.__('following')}` : ''}

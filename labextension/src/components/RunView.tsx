@@ -134,6 +134,10 @@ export function RunView(props: RunViewProps): JSX.Element {
     f().finally(() => setBusy(null));
   };
   const colours = new Map(steps.map(s => [s.name, STATE_COLOURS[s.state]]));
+  // Steps are shown as tagged (`load_data`), as the graph and the cells show them; the run
+  // records their normalized names (`load-data`), which stay the keys.
+  const tagged = new Map((props.graph?.steps ?? []).map(s => [s.name, s.display_name]));
+  const label = (name: string): string => tagged.get(name) || name;
   // The attempts column only when a step was retried: the step names get its room.
   const retried = steps.some(s => (s.attempts ?? 0) > 1);
   // Logs and executed notebooks of a Kubeflow run stay in the cluster (pod logs, artifacts).
@@ -224,7 +228,9 @@ export function RunView(props: RunViewProps): JSX.Element {
       {(failure || (run.error && run.state !== 'succeeded')) && (
         <div className="jp-PipelineError jp-PipelineRunError" role="alert">
           <div>
-            {failure ? (failure.error ?? trans.__('Step %1 failed', failure.name)) : run.error}
+            {failure
+              ? (failure.error ?? trans.__('Step %1 failed', label(failure.name)))
+              : run.error}
           </div>
           {failure && failure.error_cell !== null && failure.error_cell !== undefined && (
             <button
@@ -277,8 +283,8 @@ export function RunView(props: RunViewProps): JSX.Element {
                 }
               }}
             >
-              <td className="jp-PipelineRunSteps-name" title={s.name}>
-                {s.name}
+              <td className="jp-PipelineRunSteps-name" title={label(s.name)}>
+                {label(s.name)}
               </td>
               <td>
                 <StateBadge state={s.state} trans={trans} />
@@ -304,7 +310,10 @@ export function RunView(props: RunViewProps): JSX.Element {
                 className="jp-mod-styled jp-PipelineOpenStep"
                 disabled={!step.has_notebook}
                 onClick={() => props.onOpenStepNotebook(step.name)}
-                title={trans.__('Open the executed notebook of step %1 (read-only)', step.name)}
+                title={trans.__(
+                  'Open the executed notebook of step %1 (read-only)',
+                  label(step.name)
+                )}
               >
                 {trans.__('Open executed notebook')}
               </button>
@@ -332,7 +341,7 @@ export function RunView(props: RunViewProps): JSX.Element {
             <p className="jp-PipelineEmpty jp-PipelineKfpLogs">
               {trans.__(
                 'Step %1 runs in a pod of the cluster: its log and executed notebook are in the Kubeflow UI.',
-                step.name
+                label(step.name)
               )}{' '}
               {run.url && (
                 <a
@@ -350,6 +359,7 @@ export function RunView(props: RunViewProps): JSX.Element {
               key={`${run.id}/${step.name}`}
               runId={run.id}
               step={step.name}
+              label={label(step.name)}
               state={step.state}
               fetchLog={offset => props.fetchLog(step.name, offset)}
               trans={trans}
